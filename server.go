@@ -362,7 +362,11 @@ func (c *conn) serve() error {
 		err = nil
 	}
 	if c.name != "" {
-		c.logout(err)
+		reason := err
+		if reason == nil {
+			reason = io.EOF // the client closed the connection
+		}
+		c.logout(reason)
 	}
 	if err == nil || err == ErrServerClosed || errors.Is(err, ErrFrameTooLarge) {
 		c.out.closeWhenDrained() // flush the replies still owed
