@@ -38,14 +38,16 @@ type outbox struct {
 	done    chan struct{} // closed when the connection has been closed
 	wg      sync.WaitGroup
 	onFail  func(error) // called once, from the writer, when a write fails
+	stats   *counters   // of the connection: frames and bytes out
 }
 
 // Buffers larger than this are not kept for reuse once written, so that an
 // idle connection holds little memory.
 const outboxKeep = 64 << 10
 
-func newOutbox(conn net.Conn, limit int, timeout time.Duration, onFail func(error)) *outbox {
+func newOutbox(conn net.Conn, limit int, timeout time.Duration, stats *counters, onFail func(error)) *outbox {
 	return &outbox{
+		stats:   stats,
 		conn:    conn,
 		limit:   limit,
 		timeout: timeout,
@@ -68,6 +70,7 @@ func (o *outbox) Deliver(from string, text []byte) error {
 		return ErrQueueFull
 	}
 	o.buf = AppendMessage(o.buf, from, text)
+	o.stats.framesOut[outMessage].Add(1)
 	o.startWriter()
 	return nil
 }
@@ -82,6 +85,7 @@ func (o *outbox) reply(r Result) {
 		return
 	}
 	o.buf = AppendResponse(o.buf, r)
+	o.stats.framesOut[outResponse].Add(1)
 	o.startWriter()
 }
 
@@ -93,6 +97,7 @@ func (o *outbox) replyNames(names []string) {
 		return
 	}
 	o.buf = AppendNames(o.buf, names)
+	o.stats.framesOut[outNames].Add(1)
 	o.startWriter()
 }
 
@@ -178,6 +183,7 @@ func (o *outbox) writeAll(b []byte) error {
 			o.conn.SetWriteDeadline(time.Now().Add(o.timeout))
 		}
 		n, err := o.conn.Write(b)
+		o.stats.bytesOut.Add(uint64(n))
 		b = b[n:]
 		if err != nil {
 			if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 // DefaultAddr is the address ListenAndServe uses when given "".
@@ -20,6 +22,9 @@ const DefaultAddr = "127.0.0.1:9000"
 const (
 	DefaultQueueSize    = 1 << 20          // bytes queued per connection
 	DefaultWriteTimeout = 10 * time.Second // longest write without progress
+	DefaultFrameTimeout = 30 * time.Second // longest wait for the rest of a frame
+	DefaultKeepAlive    = 30 * time.Second // TCP keep-alive period
+	DefaultFloodLimit   = 100              // rate-limited requests in a row before closing
 )
 
 // ErrServerClosed is returned by Serve, ListenAndServe and ServeConn once
@@ -76,6 +81,39 @@ type Server struct {
 	// closed and it is logged out. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
+	// MaxConnsPerIP is the largest number of TCP connections served at
+	// once from one remote IP address; more are closed as soon as they are
+	// accepted. Zero means no limit.
+	MaxConnsPerIP int
+
+	// LoginTimeout is how long a connection may stay open without being
+	// logged in (from its start, or from its last logout) before it is
+	// closed. Zero means no limit.
+	LoginTimeout time.Duration
+
+	// FrameTimeout is how long the rest of a frame may take to arrive once
+	// its first bytes have, so that a client dribbling bytes cannot hold a
+	// connection forever. Zero means DefaultFrameTimeout; negative, no limit.
+	FrameTimeout time.Duration
+
+	// RateLimit is the number of requests per second a connection may make
+	// on average, with bursts of RateBurst; a request beyond them is
+	// answered Failure. Zero means no limit.
+	RateLimit float64
+
+	// RateBurst is the largest burst of requests RateLimit allows. Zero
+	// means as many as RateLimit allows in one second (at least 1).
+	RateBurst int
+
+	// FloodLimit is the number of requests in a row refused by the rate
+	// limit after which the connection is closed. Zero means
+	// DefaultFloodLimit.
+	FloodLimit int
+
+	// KeepAlive is the TCP keep-alive period of accepted connections.
+	// Zero means DefaultKeepAlive; negative turns keep-alives off.
+	KeepAlive time.Duration
+
 	// Directory is the table of logged-in users. Nil means a
 	// MemoryDirectory private to this server.
 	Directory Directory
@@ -96,6 +134,9 @@ type Server struct {
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
 	conns      map[*conn]struct{}
+	perIP      map[string]int // connections by remote IP, if MaxConnsPerIP is set
+	closed     counters       // the totals of closed connections
+	events     serverCounters
 	inShutdown atomic.Bool
 	serving    sync.WaitGroup // Serve loops and connections
 }
@@ -132,6 +173,52 @@ func (s *Server) writeTimeout() time.Duration {
 		return s.WriteTimeout
 	}
 	return DefaultWriteTimeout
+}
+
+func (s *Server) frameTimeout() time.Duration {
+	if s.FrameTimeout == 0 {
+		return DefaultFrameTimeout
+	}
+	return max(s.FrameTimeout, 0)
+}
+
+func (s *Server) floodLimit() int {
+	if s.FloodLimit > 0 {
+		return s.FloodLimit
+	}
+	return DefaultFloodLimit
+}
+
+// newLimiter returns the rate limiter of a new connection, or nil.
+func (s *Server) newLimiter() *rate.Limiter {
+	if s.RateLimit <= 0 {
+		return nil
+	}
+	burst := s.RateBurst
+	if burst <= 0 {
+		burst = max(int(s.RateLimit), 1)
+	}
+	return rate.NewLimiter(rate.Limit(s.RateLimit), burst)
+}
+
+// setKeepAlive applies KeepAlive to a TCP connection, under TLS or not.
+func (s *Server) setKeepAlive(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if s.KeepAlive < 0 {
+		tcp.SetKeepAlive(false)
+		return
+	}
+	period := s.KeepAlive
+	if period == 0 {
+		period = DefaultKeepAlive
+	}
+	tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: period, Interval: period, Count: 3})
 }
 
 // ListenAndServe listens on the TCP address addr (DefaultAddr if empty) and
@@ -179,6 +266,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		s.setKeepAlive(nc)
 		if !s.addServing() {
 			nc.Close()
 			return ErrServerClosed
@@ -237,10 +325,11 @@ func (s *Server) addServing() bool {
 // reason the connection ended.
 func (s *Server) ServeConn(nc net.Conn) error {
 	s.init()
-	c := &conn{srv: s, nc: nc}
+	c := &conn{srv: s, nc: nc, ip: remoteIP(nc)}
 	if err := s.addConn(c); err != nil {
 		nc.Close()
 		if err == ErrTooManyConns {
+			s.events.refused.Add(1)
 			s.log.Warn("connection refused", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
 		}
 		return err
@@ -258,11 +347,23 @@ func (s *Server) addConn(c *conn) error {
 	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
 		return ErrTooManyConns
 	}
+	if s.MaxConnsPerIP > 0 && c.ip != "" {
+		if s.perIP[c.ip] >= s.MaxConnsPerIP {
+			return ErrTooManyConns
+		}
+		if s.perIP == nil {
+			s.perIP = make(map[string]int)
+		}
+		s.perIP[c.ip]++
+	} else {
+		c.ip = "" // not counted
+	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
-	c.out = newOutbox(c.nc, s.queueSize(), s.writeTimeout(), c.writeFailed)
+	c.out = newOutbox(c.nc, s.queueSize(), s.writeTimeout(), &c.stats, c.writeFailed)
 	s.conns[c] = struct{}{}
+	s.events.accepted.Add(1)
 	s.serving.Add(1)
 	return nil
 }
@@ -270,8 +371,22 @@ func (s *Server) addConn(c *conn) error {
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.ip != "" {
+		if s.perIP[c.ip]--; s.perIP[c.ip] == 0 {
+			delete(s.perIP, c.ip)
+		}
+	}
+	c.stats.addTo(&s.closed)
 	s.mu.Unlock()
 	s.serving.Done()
+}
+
+// remoteIP returns the IP address of a TCP peer, or "".
+func remoteIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, stops
@@ -323,25 +438,67 @@ func (s *Server) beginShutdown(now bool) {
 
 // conn is the server's side of one client connection.
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	out  *outbox
-	log  *zap.Logger
-	name string // the logged-in name, "" if none; only the reader uses it
+	srv   *Server
+	nc    net.Conn
+	ip    string // the remote IP counted against MaxConnsPerIP, or ""
+	out   *outbox
+	stats counters
 
-	// slow is set when the writer gave up on the client.
-	slow atomic.Bool
+	// Used by the reading goroutine only.
+	fr       *FrameReader
+	log      *zap.Logger
+	name     string        // the logged-in name, "" if none
+	limiter  *rate.Limiter // nil without a rate limit
+	flooding int           // requests refused by the rate limit in a row
+	loginBy  time.Time     // when LoginTimeout expires; zero when logged in or unlimited
+	frameBy  time.Time     // when the frame being read must be complete; zero if not armed
+	deadline time.Time     // the read deadline set on nc
+
+	slow atomic.Bool // the writer gave up on the client
 }
 
-// errSlowConsumer is the reason given for a client that stopped reading.
-var errSlowConsumer = errors.New("chat: slow consumer: write made no progress")
+// Reasons a connection ends that the server decides.
+var (
+	errSlowConsumer = errors.New("chat: slow consumer: writes made no progress")
+	errFlooding     = errors.New("chat: too many requests past the rate limit")
+	errLoginTimeout = errors.New("chat: not logged in in time")
+	errFrameTimeout = errors.New("chat: frame not completed in time")
+)
 
 func (c *conn) writeFailed(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.slow.Store(true)
+		c.srv.events.slow.Add(1)
 		c.srv.log.Warn("slow consumer dropped", zap.Stringer("remote", c.nc.RemoteAddr()))
 	}
 	// Closing the connection (done by the outbox) ends the reader too.
+}
+
+// Read reads from the connection for the FrameReader, first arming the read
+// deadline that applies: the rest of a partial frame must arrive within
+// FrameTimeout, a connection not logged in must log in by LoginTimeout.
+func (c *conn) Read(p []byte) (int, error) {
+	var want time.Time
+	if c.fr.Buffered() > 0 {
+		if t := c.srv.frameTimeout(); t > 0 && c.frameBy.IsZero() {
+			c.frameBy = time.Now().Add(t)
+		}
+		want = c.frameBy
+	}
+	if !c.loginBy.IsZero() && (want.IsZero() || c.loginBy.Before(want)) {
+		want = c.loginBy
+	}
+	if !want.Equal(c.deadline) {
+		c.deadline = want
+		c.nc.SetReadDeadline(want)
+		if c.srv.inShutdown.Load() {
+			// Shutdown's deadline may have been overwritten just now.
+			c.nc.SetReadDeadline(time.Now())
+		}
+	}
+	n, err := c.nc.Read(p)
+	c.stats.bytesIn.Add(uint64(n))
+	return n, err
 }
 
 // serve reads and answers requests until the connection ends.
@@ -349,8 +506,12 @@ func (c *conn) serve() error {
 	s := c.srv
 	c.log = s.log.With(zap.Stringer("remote", c.nc.RemoteAddr()))
 	c.log.Info("connection opened")
-	fr := NewFrameReader(c.nc, s.maxFrameSize())
-	err := c.readLoop(fr)
+	c.fr = NewFrameReader(c, s.maxFrameSize())
+	c.limiter = s.newLimiter()
+	if s.LoginTimeout > 0 {
+		c.loginBy = time.Now().Add(s.LoginTimeout)
+	}
+	err := c.readLoop()
 
 	// The reason the connection ended, as ServeConn reports it.
 	switch {
@@ -360,6 +521,16 @@ func (c *conn) serve() error {
 		err = ErrServerClosed
 	case errors.Is(err, io.EOF):
 		err = nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = errLoginTimeout
+		if !c.frameBy.IsZero() && !time.Now().Before(c.frameBy) {
+			err = errFrameTimeout
+		}
+		s.events.timedOut.Add(1)
+	case errors.Is(err, ErrFrameTooLarge):
+		s.events.tooLarge.Add(1)
+	case err == errFlooding:
+		s.events.floods.Add(1)
 	}
 	if c.name != "" {
 		reason := err
@@ -368,7 +539,7 @@ func (c *conn) serve() error {
 		}
 		c.logout(reason)
 	}
-	if err == nil || err == ErrServerClosed || errors.Is(err, ErrFrameTooLarge) {
+	if err == nil || err == ErrServerClosed || err == errFlooding || errors.Is(err, ErrFrameTooLarge) {
 		c.out.closeWhenDrained() // flush the replies still owed
 	} else {
 		c.out.closeNow()
@@ -382,91 +553,122 @@ func (c *conn) serve() error {
 	return err
 }
 
-func (c *conn) readLoop(fr *FrameReader) error {
+func (c *conn) readLoop() error {
 	for {
 		if !c.out.waitRoom() {
 			return net.ErrClosed
 		}
-		if c.srv.inShutdown.Load() && fr.Buffered() == 0 {
+		if c.srv.inShutdown.Load() && c.fr.Buffered() == 0 {
 			return ErrServerClosed
 		}
-		f, err := fr.Next()
-		switch {
-		case err == nil:
-			c.handle(f)
-		case errors.Is(err, ErrMalformedFrame):
-			c.log.Warn("malformed frame", zap.Error(err))
-			c.out.reply(ResultMalformed)
-		case errors.Is(err, ErrFrameTooLarge):
-			c.log.Warn("malformed frame; closing", zap.Error(err))
-			c.out.reply(ResultMalformed)
-			return err
-		default:
+		f, err := c.fr.Next()
+		c.frameBy = time.Time{}
+		if err != nil && !errors.Is(err, ErrMalformedFrame) {
+			if errors.Is(err, ErrFrameTooLarge) {
+				c.stats.framesIn[inMalformed].Add(1)
+				c.log.Warn("frame too large; closing", zap.Error(err))
+				c.out.reply(ResultMalformed)
+			}
 			return err
 		}
+		if c.limiter != nil && !c.limiter.Allow() {
+			c.stats.failures[FailRateLimited].Add(1)
+			c.out.reply(ResultFailure)
+			if c.flooding++; c.flooding >= c.srv.floodLimit() {
+				c.log.Warn("flooding; closing", zap.Int("refused", c.flooding))
+				return errFlooding
+			}
+			continue
+		}
+		c.flooding = 0
+		if err != nil {
+			c.stats.framesIn[inMalformed].Add(1)
+			c.log.Warn("malformed frame", zap.Error(err))
+			c.out.reply(ResultMalformed)
+			continue
+		}
+		c.handle(f)
 	}
 }
 
-// handle answers one request.
+// handle answers one well-formed request.
 func (c *conn) handle(f Frame) {
-	r := ResultFailure
+	var ok bool
+	var why FailureReason
 	switch f.Type {
 	case TypeLogin:
-		if c.login(f.Name) {
-			r = ResultOK
-		}
+		c.stats.framesIn[inLogin].Add(1)
+		ok, why = c.login(f.Name)
 	case TypeList:
+		c.stats.framesIn[inList].Add(1)
 		names := c.srv.dir.Names()
 		if NamesSize(names) <= c.srv.maxFrameSize() {
 			c.out.replyNames(names)
 			return
 		}
+		why = FailListTooLarge
 	case TypeSendTo:
-		if c.sendTo(f.Name, f.Text) {
-			r = ResultOK
-		}
+		c.stats.framesIn[inSendTo].Add(1)
+		ok, why = c.sendTo(f.Name, f.Text)
 	case TypeLogout:
-		if c.name != "" {
+		c.stats.framesIn[inLogout].Add(1)
+		ok, why = c.name != "", FailNotLoggedIn
+		if ok {
 			c.logout(nil)
-			r = ResultOK
 		}
 	default:
 		// A server-to-client frame sent to the server.
+		c.stats.framesIn[inMalformed].Add(1)
 		c.log.Warn("malformed frame", zap.Stringer("type", f.Type))
-		r = ResultMalformed
+		c.out.reply(ResultMalformed)
+		return
 	}
-	c.out.reply(r)
+	if ok {
+		c.out.reply(ResultOK)
+		return
+	}
+	c.stats.failures[why].Add(1)
+	c.out.reply(ResultFailure)
 }
 
-func (c *conn) login(b []byte) bool {
+func (c *conn) login(b []byte) (bool, FailureReason) {
 	s := c.srv
-	if c.name != "" || !validNameBytes(b) {
-		return false
+	switch {
+	case c.name != "":
+		return false, FailAlreadyLoggedIn
+	case !validNameBytes(b):
+		return false, FailBadName
 	}
 	name := string(b)
 	if s.AllowLogin != nil {
 		if err := s.AllowLogin(c.nc, name); err != nil {
 			c.log.Info("login refused", zap.String("name", name), zap.Error(err))
-			return false
+			return false, FailVetoed
 		}
 	}
 	if !s.dir.Login(name, c.out) {
-		return false
+		return false, FailNameTaken
 	}
 	c.name = name
+	c.loginBy = time.Time{}
+	s.events.users.Add(1)
 	c.log = c.log.With(zap.String("name", name))
 	c.log.Info("login")
 	if s.OnLogin != nil {
 		s.OnLogin(c.nc, name)
 	}
-	return true
+	return true, 0
 }
 
 func (c *conn) logout(reason error) {
 	s := c.srv
 	name := c.name
 	s.dir.Logout(name, c.out)
+	s.events.users.Add(-1)
 	c.name = ""
+	if s.LoginTimeout > 0 {
+		c.loginBy = time.Now().Add(s.LoginTimeout)
+	}
 	c.log.Info("logout", zap.NamedError("reason", reason))
 	c.log = s.log.With(zap.Stringer("remote", c.nc.RemoteAddr()))
 	if s.OnLogout != nil {
@@ -474,27 +676,31 @@ func (c *conn) logout(reason error) {
 	}
 }
 
-func (c *conn) sendTo(to, text []byte) bool {
+func (c *conn) sendTo(to, text []byte) (bool, FailureReason) {
 	s := c.srv
-	if c.name == "" || !validTextBytes(text) {
-		return false
+	if c.name == "" {
+		return false, FailNotLoggedIn
+	}
+	if !validTextBytes(text) {
+		return false, FailBadText
 	}
 	p, ok := s.dir.Lookup(to)
 	if !ok {
-		return false
+		return false, FailNoRecipient
 	}
 	if s.AllowMessage != nil {
 		if err := s.AllowMessage(c.name, string(to), string(text)); err != nil {
 			c.log.Info("message refused", zap.ByteString("to", to), zap.Error(err))
-			return false
+			return false, FailVetoed
 		}
 	}
 	if err := p.Deliver(c.name, text); err != nil {
 		c.log.Debug("message not queued", zap.ByteString("to", to), zap.Error(err))
-		return false
+		return false, FailQueueFull
 	}
+	c.stats.relayed.Add(1)
 	if s.OnMessage != nil {
 		s.OnMessage(c.name, string(to), string(text))
 	}
-	return true
+	return true, 0
 }

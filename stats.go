@@ -1,0 +1,155 @@
+package chat
+
+import "sync/atomic"
+
+// FailureReason says why a request was answered Failure.
+type FailureReason uint8
+
+// The reasons for Failure.
+const (
+	FailNotLoggedIn     FailureReason = iota // sendto or logout before login
+	FailAlreadyLoggedIn                      // login on a connection already logged in
+	FailNameTaken                            // login with a name logged in elsewhere
+	FailBadName                              // login with a name that breaks the rules
+	FailBadText                              // sendto with a text that breaks the rules
+	FailNoRecipient                          // sendto to a name not logged in
+	FailQueueFull                            // the recipient's queue is full or closing
+	FailVetoed                               // refused by AllowLogin or AllowMessage
+	FailListTooLarge                         // the list would not fit in one frame
+	FailRateLimited                          // the connection sent too many requests
+	numFailureReasons
+)
+
+var failureNames = [numFailureReasons]string{
+	"not_logged_in", "already_logged_in", "name_taken", "bad_name", "bad_text",
+	"no_recipient", "queue_full", "vetoed", "list_too_large", "rate_limited",
+}
+
+// String returns the reason's name, in snake case as metrics label it.
+func (r FailureReason) String() string {
+	if r < numFailureReasons {
+		return failureNames[r]
+	}
+	return "unknown"
+}
+
+// The frame kinds counted, in and out.
+const (
+	inLogin = iota
+	inList
+	inSendTo
+	inLogout
+	inMalformed
+	numIn
+)
+
+const (
+	outResponse = iota
+	outNames
+	outMessage
+	numOut
+)
+
+var (
+	inNames  = [numIn]string{"login", "list", "sendto", "logout", "malformed"}
+	outKinds = [numOut]string{"RESPONSE", "LIST", "SENDTO"}
+)
+
+// counters are the running totals of one connection, or of all the closed
+// connections of a server. Each connection has its own so that busy
+// connections on different cores do not contend for one cache line.
+type counters struct {
+	framesIn  [numIn]atomic.Uint64
+	framesOut [numOut]atomic.Uint64
+	failures  [numFailureReasons]atomic.Uint64
+	bytesIn   atomic.Uint64
+	bytesOut  atomic.Uint64
+	relayed   atomic.Uint64
+}
+
+func (c *counters) addTo(dst *counters) {
+	for i := range c.framesIn {
+		dst.framesIn[i].Add(c.framesIn[i].Load())
+	}
+	for i := range c.framesOut {
+		dst.framesOut[i].Add(c.framesOut[i].Load())
+	}
+	for i := range c.failures {
+		dst.failures[i].Add(c.failures[i].Load())
+	}
+	dst.bytesIn.Add(c.bytesIn.Load())
+	dst.bytesOut.Add(c.bytesOut.Load())
+	dst.relayed.Add(c.relayed.Load())
+}
+
+// Stats is a snapshot of a Server's counters and gauges, from Server.Stats.
+// Counters run from the server's start.
+type Stats struct {
+	Conns int // connections open now
+	Users int // users logged in through this server now
+
+	ConnsAccepted  uint64 // connections served, in all
+	ConnsRefused   uint64 // connections closed at once: MaxConns or MaxConnsPerIP
+	SlowConsumers  uint64 // connections dropped because their writes made no progress
+	FloodsDropped  uint64 // connections closed for flooding past the rate limit
+	TimedOut       uint64 // connections closed by LoginTimeout or FrameTimeout
+	FramesTooLarge uint64 // connections closed after a length beyond MaxFrameSize
+
+	// FramesIn counts the frames received by kind: login, list, sendto,
+	// logout, and malformed for those that could not be parsed.
+	FramesIn map[string]uint64
+	// FramesOut counts the frames queued by kind: RESPONSE, LIST, SENDTO.
+	FramesOut map[string]uint64
+	// Failures counts the requests answered Failure, by FailureReason.
+	Failures map[string]uint64
+
+	Relayed  uint64 // messages queued for their recipient
+	BytesIn  uint64 // bytes read from clients
+	BytesOut uint64 // bytes written to clients
+}
+
+// serverCounters are the server-wide events, rare enough for one set.
+type serverCounters struct {
+	accepted, refused, slow, floods, timedOut, tooLarge atomic.Uint64
+	users                                               atomic.Int64
+}
+
+// Stats returns a snapshot of the server's counters and gauges. It is safe
+// to call at any time, from any goroutine.
+func (s *Server) Stats() Stats {
+	var total counters
+	s.mu.Lock()
+	s.closed.addTo(&total)
+	for c := range s.conns {
+		c.stats.addTo(&total)
+	}
+	conns := len(s.conns)
+	s.mu.Unlock()
+
+	st := Stats{
+		Conns:          conns,
+		Users:          int(s.events.users.Load()),
+		ConnsAccepted:  s.events.accepted.Load(),
+		ConnsRefused:   s.events.refused.Load(),
+		SlowConsumers:  s.events.slow.Load(),
+		FloodsDropped:  s.events.floods.Load(),
+		TimedOut:       s.events.timedOut.Load(),
+		FramesTooLarge: s.events.tooLarge.Load(),
+		FramesIn:       make(map[string]uint64, numIn),
+		FramesOut:      make(map[string]uint64, numOut),
+		Failures:       make(map[string]uint64, numFailureReasons),
+		Relayed:        total.relayed.Load(),
+		BytesIn:        total.bytesIn.Load(),
+		BytesOut:       total.bytesOut.Load(),
+	}
+	for i, name := range inNames {
+		st.FramesIn[name] = total.framesIn[i].Load()
+	}
+	for i, name := range outKinds {
+		st.FramesOut[name] = total.framesOut[i].Load()
+	}
+	for i, name := range failureNames {
+		st.Failures[name] = total.failures[i].Load()
+	}
+	return st
+}
