@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +36,8 @@ type config struct {
 	tls           bool
 	tlsCA         string
 	tlsServerName string
+	tlsCert       string
+	tlsKey        string
 	timeout       time.Duration
 }
 
@@ -47,6 +48,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.tls, "tls", false, "connect over TLS")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "trust the certificate authority in `FILE` (PEM) instead of the system's (implies -tls)")
 	fs.StringVar(&c.tlsServerName, "tls-server-name", "", "the `NAME` the server's certificate must carry (default HOST; implies -tls)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "present the client certificate in `FILE` (PEM; needs -tls-key; implies -tls)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "the private key of -tls-cert, in `FILE` (PEM)")
 	fs.DurationVar(&c.timeout, "connect-timeout", 10*time.Second, "give up connecting after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: chatclient [flags] [HOST [PORT]]")
@@ -72,7 +75,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("too many arguments: usage: chatclient [flags] [HOST [PORT]]")
 	}
 	c.addr = net.JoinHostPort(host, port)
-	c.tls = c.tls || c.tlsCA != "" || c.tlsServerName != ""
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	c.tls = c.tls || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != ""
 	return &c, nil
 }
 
@@ -94,14 +100,18 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{ServerName: c.tlsServerName, MinVersion: tls.VersionTLS12}
 	if c.tlsCA != "" {
-		pem, err := os.ReadFile(c.tlsCA)
+		pool, err := chat.LoadCertPool(c.tlsCA)
 		if err != nil {
 			return nil, err
 		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificate found", c.tlsCA)
+		cfg.RootCAs = pool
+	}
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
 		}
+		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
 }

@@ -22,7 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/chatprom"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -43,7 +46,15 @@ type config struct {
 	logLevel        string
 	logFormat       string
 	tlsCert, tlsKey string
+	tlsClientCA     string
 	maxConns        int
+	maxConnsPerIP   int
+	loginTimeout    time.Duration
+	frameTimeout    time.Duration
+	rateLimit       float64
+	rateBurst       int
+	floodLimit      int
+	metricsAddr     string
 	maxFrameSize    int
 	queueSize       int
 	writeTimeout    time.Duration
@@ -59,7 +70,15 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "", "log `format`: console or json (default console when standard error is a terminal, json otherwise)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve TLS with the certificate in `FILE` (PEM; needs -tls-key)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "the private key of -tls-cert, in `FILE` (PEM)")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by the CA in `FILE` (PEM), and accept a login only under a name the certificate carries (needs -tls-cert)")
 	fs.IntVar(&c.maxConns, "max-conns", 0, "the most connections served at once (0: no limit)")
+	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "the most connections served at once from one IP address (0: no limit)")
+	fs.DurationVar(&c.loginTimeout, "login-timeout", 0, "close a connection not logged in for this long (0: never)")
+	fs.DurationVar(&c.frameTimeout, "frame-timeout", chat.DefaultFrameTimeout, "close a connection whose frame stays incomplete this long (negative: never)")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 0, "requests per second allowed per connection on average; more get Failure (0: no limit)")
+	fs.IntVar(&c.rateBurst, "rate-burst", 0, "the largest burst of requests -rate-limit allows (0: one second's worth)")
+	fs.IntVar(&c.floodLimit, "flood-limit", chat.DefaultFloodLimit, "close a connection after this many rate-limited requests in a row")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and /healthz on `HOST:PORT` (off when empty)")
 	fs.IntVar(&c.maxFrameSize, "max-frame-size", chat.DefaultMaxFrameSize, "the largest frame body in `BYTES`")
 	fs.IntVar(&c.queueSize, "queue-size", chat.DefaultQueueSize, "`BYTES` queued for one client before messages to it get Failure")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", chat.DefaultWriteTimeout, "drop a client whose writes make no progress for this long")
@@ -79,8 +98,11 @@ func parseFlags(args []string) (*config, error) {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key go together")
 	}
-	if c.maxConns < 0 || c.maxFrameSize < 0 || c.queueSize < 0 {
-		return nil, errors.New("-max-conns, -max-frame-size and -queue-size cannot be negative")
+	if c.tlsClientCA != "" && c.tlsCert == "" {
+		return nil, errors.New("-tls-client-ca needs -tls-cert and -tls-key")
+	}
+	if c.maxConns < 0 || c.maxConnsPerIP < 0 || c.maxFrameSize < 0 || c.queueSize < 0 || c.rateLimit < 0 || c.rateBurst < 0 || c.floodLimit < 0 {
+		return nil, errors.New("limits cannot be negative")
 	}
 	return &c, nil
 }
@@ -125,27 +147,41 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
-		if err != nil {
-			l.Close()
-			return fmt.Errorf("loading the TLS certificate: %w", err)
-		}
-		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	}
-
+	defer l.Close()
 	srv := &chat.Server{
-		Logger:       log,
-		MaxConns:     cfg.maxConns,
-		MaxFrameSize: cfg.maxFrameSize,
-		QueueSize:    cfg.queueSize,
-		WriteTimeout: cfg.writeTimeout,
+		Logger:        log,
+		MaxConns:      cfg.maxConns,
+		MaxConnsPerIP: cfg.maxConnsPerIP,
+		MaxFrameSize:  cfg.maxFrameSize,
+		QueueSize:     cfg.queueSize,
+		WriteTimeout:  cfg.writeTimeout,
+		LoginTimeout:  cfg.loginTimeout,
+		FrameTimeout:  cfg.frameTimeout,
+		RateLimit:     cfg.rateLimit,
+		RateBurst:     cfg.rateBurst,
+		FloodLimit:    cfg.floodLimit,
+	}
+	if cfg.tlsCert != "" {
+		tlsCfg, err := serverTLS(cfg)
+		if err != nil {
+			return err
+		}
+		if cfg.tlsClientCA != "" {
+			srv.AllowLogin = chat.CertifiedLogin
+		}
+		l = tls.NewListener(l, tlsCfg)
 	}
 	if cfg.pprofAddr != "" {
-		stop, err := servePprof(cfg.pprofAddr, log)
+		stop, err := serveHTTP(cfg.pprofAddr, pprofHandler(), log, "pprof")
 		if err != nil {
-			l.Close()
-			return err
+			return fmt.Errorf("-pprof-addr: %w", err)
+		}
+		defer stop()
+	}
+	if cfg.metricsAddr != "" {
+		stop, err := serveHTTP(cfg.metricsAddr, metricsHandler(srv), log, "metrics")
+		if err != nil {
+			return fmt.Errorf("-metrics-addr: %w", err)
 		}
 		defer stop()
 	}
@@ -173,20 +209,52 @@ func run(args []string) error {
 	return nil
 }
 
-// servePprof serves net/http/pprof on addr until stop is called.
-func servePprof(addr string, log *zap.Logger) (stop func(), err error) {
-	l, err := net.Listen("tcp", addr)
+// serverTLS loads the server's certificate and, for mutual TLS, the
+// authority that signs client certificates.
+func serverTLS(cfg *config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
 	if err != nil {
-		return nil, fmt.Errorf("-pprof-addr: %w", err)
+		return nil, fmt.Errorf("loading the TLS certificate: %w", err)
 	}
+	if cfg.tlsClientCA == "" {
+		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	}
+	pool, err := chat.LoadCertPool(cfg.tlsClientCA)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-client-ca: %w", err)
+	}
+	return chat.MutualTLSConfig(cert, pool), nil
+}
+
+func pprofHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return mux
+}
+
+func metricsHandler(srv *chat.Server) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(chatprom.NewCollector(srv))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+// serveHTTP serves h on addr until stop is called.
+func serveHTTP(addr string, h http.Handler, log *zap.Logger, what string) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(l)
-	log.Info("pprof listening", zap.Stringer("addr", l.Addr()))
+	log.Info(what+" listening", zap.Stringer("addr", l.Addr()))
 	return func() { hs.Close() }, nil
 }

@@ -1,0 +1,74 @@
+package chat
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+)
+
+// ErrNotCertified is returned by CertifiedLogin for a login under a name
+// that the client's certificate does not carry.
+var ErrNotCertified = errors.New("chat: name not certified by the client certificate")
+
+// CertifiedLogin is a LoginFilter for servers that require client
+// certificates (mutual TLS): it lets a client log in only under a name its
+// verified certificate carries, as its subject common name or as a DNS
+// name or e-mail address among its subject alternative names. Without a
+// verified client certificate nobody may log in.
+//
+//	srv := &chat.Server{AllowLogin: chat.CertifiedLogin}
+//	l = tls.NewListener(l, chat.MutualTLSConfig(cert, clientCAs))
+func CertifiedLogin(conn net.Conn, name string) error {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return fmt.Errorf("%w: not a TLS connection", ErrNotCertified)
+	}
+	state := tc.ConnectionState()
+	if len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
+		return fmt.Errorf("%w: no verified client certificate", ErrNotCertified)
+	}
+	if !slices.Contains(CertificateNames(state.VerifiedChains[0][0]), name) {
+		return fmt.Errorf("%w: %q", ErrNotCertified, name)
+	}
+	return nil
+}
+
+// CertificateNames returns the names a client certificate vouches for: its
+// subject common name and its DNS and e-mail subject alternative names.
+func CertificateNames(cert *x509.Certificate) []string {
+	var names []string
+	if cert.Subject.CommonName != "" {
+		names = append(names, cert.Subject.CommonName)
+	}
+	names = append(names, cert.DNSNames...)
+	return append(names, cert.EmailAddresses...)
+}
+
+// MutualTLSConfig returns a server TLS configuration that presents cert and
+// requires every client to present a certificate signed by one of the
+// authorities in clientCAs. Use it with CertifiedLogin.
+func MutualTLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    clientCAs,
+		MinVersion:   tls.VersionTLS12,
+	}
+}
+
+// LoadCertPool reads the PEM certificates in file into a new pool.
+func LoadCertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return pool, nil
+}
