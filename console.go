@@ -127,8 +127,8 @@ func (con *Console) println(line string) {
 // after exit or at the end of the input, ctx.Err() when ctx ends, and
 // c.Err() when the connection ends first. If Run returns while a read from
 // in is under way (the connection ended, say), it closes in when in is an
-// io.Closer, to end that read; otherwise the read is abandoned. Run does
-// not close c.
+// io.Closer, to end that read, and returns without waiting for the read to
+// end: a read from a terminal cannot be interrupted. Run does not close c.
 func (con *Console) Run(ctx context.Context, c *Client, in LineReader) error {
 	type result struct {
 		line string
@@ -161,14 +161,16 @@ func (con *Console) Run(ctx context.Context, c *Client, in LineReader) error {
 	reading := false // a ReadLine is under way
 	defer func() {
 		close(quit)
-		if reading {
-			cl, ok := in.(io.Closer)
-			if !ok {
-				return // the goroutine ends when its read returns
-			}
+		if !reading {
+			wg.Wait()
+			return
+		}
+		// A read is under way. Closing in ends it if in can be interrupted;
+		// a read from a terminal's standard input cannot be, so Run does
+		// not wait: the goroutine ends when its read returns.
+		if cl, ok := in.(io.Closer); ok {
 			cl.Close()
 		}
-		wg.Wait()
 	}()
 
 	for {

@@ -140,7 +140,9 @@ func run(args []string) int {
 		if cfg.history != "" {
 			os.MkdirAll(filepath.Dir(cfg.history), 0o700)
 		}
+		stdin := readline.NewCancelableStdin(os.Stdin)
 		rl, err := readline.NewEx(&readline.Config{
+			Stdin:             stdin,
 			Prompt:            "> ",
 			HistoryFile:       cfg.history,
 			HistorySearchFold: true,
@@ -152,8 +154,9 @@ func run(args []string) int {
 			fmt.Fprintln(os.Stderr, "chatclient:", err)
 			return 1
 		}
-		defer rl.Close()
-		in, out = prompt{rl}, rl.Stdout()
+		p := prompt{rl, stdin}
+		defer p.Close()
+		in, out = p, rl.Stdout()
 	} else {
 		in = chat.NewLineReader(os.Stdin)
 	}
@@ -185,7 +188,10 @@ func run(args []string) int {
 }
 
 // prompt reads lines at a readline prompt; Ctrl-C clears the line.
-type prompt struct{ rl *readline.Instance }
+type prompt struct {
+	rl    *readline.Instance
+	stdin io.Closer // the readline's standard input
+}
 
 func (p prompt) ReadLine() (string, error) {
 	for {
@@ -197,7 +203,13 @@ func (p prompt) ReadLine() (string, error) {
 	}
 }
 
-func (p prompt) Close() error { return p.rl.Close() }
+// Close ends a read under way and restores the terminal. readline's own
+// Close does not reach the reader it wraps around a Stdin given in its
+// Config, and would wait for it forever; closing that first ends the read.
+func (p prompt) Close() error {
+	p.stdin.Close()
+	return p.rl.Close()
+}
 
 // completer adapts a function to readline.AutoCompleter.
 type completer func(line []rune, pos int) ([][]rune, int)

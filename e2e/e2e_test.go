@@ -1,0 +1,738 @@
+//go:build unix
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// timeout bounds every wait for output or for a process to end. It is
+// generous for a loaded CI machine; a passing run never waits that long.
+const timeout = 15 * time.Second
+
+// The programs under test, built once by TestMain.
+var serverBin, clientBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chat-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the programs:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// build builds chatserver and chatclient into dir, without -race: the
+// programs are what is tested, the race detector only slows them down.
+func build(dir string) error {
+	goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator),
+		"github.com/seedchat/chat/examples/chatserver",
+		"github.com/seedchat/chat/examples/chatclient")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	serverBin = filepath.Join(dir, "chatserver")
+	clientBin = filepath.Join(dir, "chatclient")
+	return nil
+}
+
+// lineLog collects what a process writes to one of its outputs, split into
+// lines, and lets a test wait for them.
+type lineLog struct {
+	mu      sync.Mutex
+	lines   []string
+	partial []byte        // the last line, not yet ended
+	closed  bool          // the process ended: nothing more comes
+	changed chan struct{} // closed at the next change
+}
+
+func newLineLog() *lineLog { return &lineLog{changed: make(chan struct{})} }
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+	}
+	l.notify()
+	return len(p), nil
+}
+
+func (l *lineLog) notify() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *lineLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.notify()
+}
+
+// waitLine waits until line i (from 0) has been written, and returns it.
+// It returns false if the output ends first or the deadline passes.
+func (l *lineLog) waitLine(i int, deadline <-chan time.Time) (string, bool) {
+	for {
+		l.mu.Lock()
+		if i < len(l.lines) {
+			line := l.lines[i]
+			l.mu.Unlock()
+			return line, true
+		}
+		closed, changed := l.closed, l.changed
+		l.mu.Unlock()
+		if closed {
+			return "", false
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return "", false
+		}
+	}
+}
+
+// snapshot returns the lines so far and the unfinished last line.
+func (l *lineLog) snapshot() ([]string, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lines), string(l.partial)
+}
+
+func (l *lineLog) String() string {
+	lines, partial := l.snapshot()
+	s := strings.Join(lines, "\n")
+	if len(lines) > 0 {
+		s += "\n"
+	}
+	return s + partial
+}
+
+// proc is a running program whose standard input is a pipe the test
+// writes to and whose outputs are collected.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	stdin  *os.File // nil when the program gets no input
+	stdout *lineLog
+	stderr *lineLog
+	next   int           // the next stdout line expectLine checks
+	done   chan struct{} // closed when the program has ended and its output is in
+}
+
+// startProc starts bin with args. Its standard input is a pipe if withStdin
+// is set, and empty otherwise. The program is killed when the test ends.
+func startProc(t *testing.T, name, bin string, withStdin bool, args ...string) *proc {
+	t.Helper()
+	p := &proc{
+		t:      t,
+		name:   name,
+		cmd:    exec.Command(bin, args...),
+		stdout: newLineLog(),
+		stderr: newLineLog(),
+		done:   make(chan struct{}),
+	}
+	p.cmd.Stdout = p.stdout
+	p.cmd.Stderr = p.stderr
+	p.cmd.WaitDelay = timeout
+	var childIn *os.File
+	if withStdin {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		childIn, p.stdin = r, w
+		p.cmd.Stdin = r
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	if childIn != nil {
+		childIn.Close()
+	}
+	go func() {
+		p.cmd.Wait()
+		p.stdout.close()
+		p.stderr.close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			select {
+			case <-p.done:
+			case <-time.After(timeout):
+				t.Errorf("%s: still running after being killed", name)
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s", name, clip(p.stdout.String()))
+			t.Logf("%s stderr:\n%s", name, clip(p.stderr.String()))
+		}
+	})
+	return p
+}
+
+// clip shortens s for a failure message.
+func clip(s string) string {
+	const max = 2000
+	if len(s) <= max {
+		return s
+	}
+	return s[:max/2] + fmt.Sprintf("…(%d bytes)…", len(s)-max) + s[len(s)-max/2:]
+}
+
+// send writes text to the program's standard input.
+func (p *proc) send(text string) {
+	p.t.Helper()
+	p.stdin.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := p.stdin.WriteString(text); err != nil {
+		p.t.Fatalf("%s: writing %q: %v", p.name, clip(text), err)
+	}
+}
+
+// closeInput ends the program's standard input.
+func (p *proc) closeInput() {
+	p.t.Helper()
+	if err := p.stdin.Close(); err != nil {
+		p.t.Fatalf("%s: closing stdin: %v", p.name, err)
+	}
+}
+
+// expectLine waits for the next line of standard output and checks it.
+func (p *proc) expectLine(want string) {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	got, ok := p.stdout.waitLine(p.next, deadline)
+	if !ok {
+		p.t.Fatalf("%s: stdout line %d: want %q, got nothing within %v (or the output ended)",
+			p.name, p.next+1, clip(want), timeout)
+	}
+	p.next++
+	if got != want {
+		p.t.Fatalf("%s: stdout line %d = %q, want %q", p.name, p.next, clip(got), clip(want))
+	}
+}
+
+// do sends one command line and checks the lines it prints.
+func (p *proc) do(line string, want ...string) {
+	p.t.Helper()
+	p.send(line + "\n")
+	for _, w := range want {
+		p.expectLine(w)
+	}
+}
+
+// wait waits for the program to end and returns its exit status (-1 if a
+// signal ended it).
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("%s did not end within %v", p.name, timeout)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// expectEnd waits for the program to end with the given status, and checks
+// that its standard output held exactly the lines expectLine checked.
+func (p *proc) expectEnd(status int) {
+	p.t.Helper()
+	if got := p.wait(); got != status {
+		p.t.Errorf("%s: exit status %d, want %d", p.name, got, status)
+	}
+	lines, partial := p.stdout.snapshot()
+	if extra := lines[min(p.next, len(lines)):]; len(extra) > 0 {
+		p.t.Errorf("%s: unexpected lines after the %d expected: %q", p.name, p.next, extra)
+	}
+	if partial != "" {
+		p.t.Errorf("%s: output ends in %q without a line end", p.name, partial)
+	}
+}
+
+// expectStderr checks that the program, having ended, said something on
+// standard error, and returns it.
+func (p *proc) expectStderr() string {
+	p.t.Helper()
+	s := strings.TrimSpace(p.stderr.String())
+	if s == "" {
+		p.t.Errorf("%s: nothing on stderr, want a reason", p.name)
+	}
+	return s
+}
+
+// server is a running chatserver.
+type server struct {
+	*proc
+	addr, host, port string
+}
+
+// logEntry is the part of a zap JSON log line the tests look at.
+type logEntry struct {
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+	Addr  string `json:"addr"`
+	TLS   bool   `json:"tls"`
+}
+
+// startServer starts chatserver on a free loopback port and waits for it
+// to log the address it listens on.
+func startServer(t *testing.T, args ...string) *server {
+	t.Helper()
+	p := startProc(t, "chatserver", serverBin, false, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	deadline := time.After(timeout)
+	for i := 0; ; i++ {
+		line, ok := p.stderr.waitLine(i, deadline)
+		if !ok {
+			t.Fatalf("chatserver never logged \"listening\"; stderr:\n%s", clip(p.stderr.String()))
+		}
+		var e logEntry
+		if json.Unmarshal([]byte(line), &e) != nil || e.Msg != "listening" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(e.Addr)
+		if err != nil {
+			t.Fatalf("chatserver logged a bad address: %s", line)
+		}
+		return &server{proc: p, addr: e.Addr, host: host, port: port}
+	}
+}
+
+// logEntries returns the server's log lines so far, decoded; lines that are
+// not JSON are an error.
+func (s *server) logEntries() []logEntry {
+	s.t.Helper()
+	lines, _ := s.stderr.snapshot()
+	var entries []logEntry
+	for _, line := range lines {
+		var e logEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			s.t.Errorf("chatserver log line is not JSON: %q", line)
+			continue
+		}
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// startClient starts chatclient connected to srv, with standard input from
+// a pipe.
+func startClient(t *testing.T, name string, srv *server, flags ...string) *proc {
+	t.Helper()
+	return startProc(t, name, clientBin, true, append(flags, srv.host, srv.port)...)
+}
+
+// loggedIn starts a client and logs it in as name.
+func loggedIn(t *testing.T, srv *server, name string) *proc {
+	t.Helper()
+	c := startClient(t, name, srv)
+	c.do("login "+name, "Success")
+	return c
+}
+
+// freePort returns a loopback port that nothing listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	l.Close()
+	return port
+}
+
+// TestValidationErrors checks every error the client prints for a line it
+// will not send, that it sends nothing for such a line, and that its
+// output from a pipe is exactly the expected lines.
+func TestValidationErrors(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	a := startClient(t, "a", srv)
+
+	long := strings.Repeat("é", 65536) // one code point too many
+	name21 := strings.Repeat("n", 21)  // one character too many
+	name20 := strings.Repeat("ü", 20)  // 20 characters, 40 bytes
+	a.do("list", "")                   // nobody logged in: an empty line
+	a.do("login John Doe", "Bad username")
+	a.do("login", "Bad username")
+	a.do("login "+name21, "Bad username")
+	a.do("login a\x01b", "Bad username") // control character
+	a.do("list bob", "Invalid command")
+	a.do("logout Joe", "Invalid command")
+	a.do("exit client", "Invalid command")
+	a.do("hello", "Invalid command")
+	a.do("LOGIN John", "Invalid command") // the command word is lower case
+	a.do("loginJohn", "Invalid command")
+	a.do("sendto JohnHello", "Bad username")
+	a.do("sendto John", "Bad username")
+	a.do("sendto John ", "Bad username") // empty text
+	a.do("sendto "+name21+" hi", "Bad username")
+	a.do("sendto John "+long, "Bad message")
+	a.do("sendto "+name21+" "+long, "Bad username") // the name is checked first
+	a.do("")                                        // blank lines print nothing
+	a.do(" \t ")
+	// None of the lines above reached the server: nobody is logged in, and
+	// the names are free.
+	a.do("list \t", "") // trailing blanks are no parameter
+	a.do("login John", "Success")
+	a.do("list", "John")
+	a.do("logout", "Success")
+	a.do("  login\t"+name20+"  ", "Success") // leading and separating blanks, trailing blanks
+	a.do("list", name20)
+	a.do("exit \t")
+	a.expectEnd(0)
+}
+
+// TestServerRules checks Success and Failure for each of the server's
+// rules, with several clients at once, and message delivery.
+func TestServerRules(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := loggedIn(t, srv, "bob")
+	a := loggedIn(t, srv, "alice")
+	z := loggedIn(t, srv, "Zed")
+	d := startClient(t, "d", srv) // never logged in until later
+
+	a.do("list", "Zed alice bob")    // sorted by byte order, not by login
+	d.do("list", "Zed alice bob")    // list needs no login
+	d.do("login alice", "Failure")   // taken by another client
+	d.do("sendto bob hi", "Failure") // not logged in
+	d.do("logout", "Failure")        // not logged in
+	a.do("login alice", "Failure")   // already logged in
+	a.do("login alice2", "Failure")  // already logged in
+	a.do("sendto nobody hi", "Failure")
+	a.do("sendto Bob hi", "Failure") // names are case sensitive
+
+	a.do("sendto bob Hello, how are you?", "Success")
+	b.expectLine("alice: Hello, how are you?")
+	a.do("sendto bob   two  spaces  ", "Success") // the text after the one separator, exactly
+	b.expectLine("alice:   two  spaces  ")
+	max := strings.Repeat("é", 65535) // the longest text, in code points
+	a.do("sendto bob "+max, "Success")
+	b.expectLine("alice: " + max)
+	b.do("sendto alice Fine, thanks!", "Success")
+	a.expectLine("bob: Fine, thanks!")
+	z.do("sendto bob from Zed", "Success")
+	b.expectLine("Zed: from Zed")
+
+	// Messages from one sender to one recipient keep their order.
+	for i := range 20 {
+		a.send(fmt.Sprintf("sendto bob n%d\n", i))
+	}
+	for i := range 20 {
+		a.expectLine("Success")
+		b.expectLine(fmt.Sprintf("alice: n%d", i))
+	}
+
+	// Logout keeps the connection: list and login work after it.
+	a.do("logout", "Success")
+	a.do("logout", "Failure")
+	a.do("list", "Zed bob")
+	b.do("sendto alice still there?", "Failure") // alice is gone
+	d.do("login alice", "Success")               // and her name is free
+	a.do("login alice", "Failure")               // now taken by d
+	a.do("login amy", "Success")
+	a.do("list", "Zed alice amy bob")
+	b.do("sendto alice hi d", "Success")
+	d.expectLine("bob: hi d")
+	b.do("sendto amy hi amy", "Success")
+	a.expectLine("bob: hi amy")
+
+	// exit ends with status 0, and so does the end of the input, after the
+	// replies to what was sent before it.
+	z.do("exit")
+	z.expectEnd(0)
+	b.send("sendto amy bye\n")
+	b.closeInput()
+	b.expectLine("Success")
+	a.expectLine("bob: bye")
+	b.expectEnd(0)
+	a.do("exit")
+	a.expectEnd(0)
+	d.closeInput()
+	d.expectEnd(0)
+}
+
+// TestEscapedAndCRLF checks that terminal escape sequences, bidirectional
+// overrides and other control characters sent by one client arrive
+// escaped at the other, and that CRLF line ends are accepted.
+func TestEscapedAndCRLF(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	a := loggedIn(t, srv, "alice")
+	b := loggedIn(t, srv, "bob")
+
+	for _, c := range []struct{ text, printed string }{
+		{"\x1b[31mred\x1b[0m", `\x1b[31mred\x1b[0m`},
+		{"\x1b[2J\x1b]0;title\x07", `\x1b[2J\x1b]0;title\x07`},
+		{"abc\u202efdp.exe", `abc\u202efdp.exe`},
+		{"a\tb", `a\tb`},
+		{"del\x7f c1\u0085 iso\u2066x\u2069 ls\u2028", `del\x7f c1\u0085 iso\u2066x\u2069 ls\u2028`},
+		{`back\slash \x1b é 😀 日本`, `back\slash \x1b é 😀 日本`}, // printed as it is
+	} {
+		a.do("sendto bob "+c.text, "Success")
+		b.expectLine("alice: " + c.printed)
+	}
+
+	// CRLF line ends: the carriage return is not part of the line.
+	a.send("list\r\n")
+	a.expectLine("alice bob")
+	a.send("sendto bob crlf\r\n")
+	a.expectLine("Success")
+	b.expectLine("alice: crlf")
+	a.send("logout\r\nlogin amy\r\nlist bob\r\nlist\r\nlogout\r\nexit\r\n")
+	a.expectLine("Success")
+	a.expectLine("Success")
+	a.expectLine("Invalid command")
+	a.expectLine("amy bob")
+	a.expectLine("Success")
+	a.expectEnd(0)
+	b.do("list", "bob") // amy logged out before exit: no race with the close
+	b.closeInput()
+	b.expectEnd(0)
+}
+
+// TestScript runs a whole script from a pipe, ended without a final line
+// end: the output is complete and in the order of the commands.
+func TestScript(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	c := startClient(t, "script", srv)
+	c.send("login sam\nlist\nbogus\nsendto nobody x\nlogout\nlogout\n\nlist bob\nlist")
+	c.closeInput()
+	for _, want := range []string{"Success", "sam", "Invalid command", "Failure", "Success", "Failure", "Invalid command", ""} {
+		c.expectLine(want)
+	}
+	c.expectEnd(0)
+}
+
+// TestServerGoesAway checks that an idle client whose server dies ends
+// with status 1 and says so on stderr.
+func TestServerGoesAway(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	c := loggedIn(t, srv, "alice")
+	if err := srv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.expectEnd(1)
+	c.expectStderr()
+}
+
+// TestCannotConnect checks a client with nothing to connect to.
+func TestCannotConnect(t *testing.T) {
+	t.Parallel()
+	c := startProc(t, "client", clientBin, true, "127.0.0.1", freePort(t))
+	c.expectEnd(1)
+	c.expectStderr()
+}
+
+// TestGracefulShutdown sends SIGTERM to a server with clients connected.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	a := loggedIn(t, srv, "alice")
+	b := loggedIn(t, srv, "bob")
+	a.do("sendto bob hi", "Success")
+	b.expectLine("alice: hi")
+
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if status := srv.wait(); status != 0 {
+		t.Errorf("chatserver: exit status %d after SIGTERM, want 0", status)
+	}
+	var msgs []string
+	for _, e := range srv.logEntries() {
+		msgs = append(msgs, e.Msg)
+		if strings.Contains(e.Msg, "timed out") {
+			t.Errorf("chatserver: shutdown with nothing owed timed out: %+v", e)
+		}
+	}
+	for _, want := range []string{"shutting down", "stopped"} {
+		if !slices.Contains(msgs, want) {
+			t.Errorf("chatserver log lacks %q; messages: %q", want, msgs)
+		}
+	}
+	for _, c := range []*proc{a, b} {
+		c.expectEnd(1)
+		c.expectStderr()
+	}
+}
+
+// TestServerStartupErrors checks that the server's startup errors print
+// one line and exit non-zero.
+func TestServerStartupErrors(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"port in use", []string{"-addr", busy.Addr().String()}},
+		{"unknown flag", []string{"-no-such-flag"}},
+		{"bad flag value", []string{"-max-conns", "many"}},
+		{"bad log level", []string{"-log-level", "loud"}},
+		{"argument", []string{"extra"}},
+		{"missing certificate", []string{"-addr", "127.0.0.1:0", "-tls-cert", missing, "-tls-key", missing}},
+		{"garbage certificate", []string{"-addr", "127.0.0.1:0", "-tls-cert", garbage, "-tls-key", garbage}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := startProc(t, "chatserver", serverBin, false, c.args...)
+			if status := p.wait(); status == 0 || status == -1 {
+				t.Errorf("exit status %d, want a non-zero exit", status)
+			}
+			lines, partial := p.stderr.snapshot()
+			if len(lines) != 1 || strings.TrimSpace(lines[0]) == "" || partial != "" {
+				t.Errorf("stderr = %q, want one line", p.stderr.String())
+			}
+		})
+	}
+}
+
+// TestTLS connects a client over TLS to a server with a certificate from
+// a test authority.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestPKI(t, dir, "chat.test")
+	srv := startServer(t, "-tls-cert", certFile, "-tls-key", keyFile)
+	var logged bool
+	for _, e := range srv.logEntries() {
+		if e.Msg == "listening" {
+			logged = e.TLS
+		}
+	}
+	if !logged {
+		t.Errorf(`chatserver did not log "tls":true`)
+	}
+
+	c := startClient(t, "tls", srv, "-tls-ca", caFile, "-tls-server-name", "chat.test")
+	c.do("login x", "Success")
+	c.do("list", "x")
+	c.do("exit")
+	c.expectEnd(0)
+
+	// A certificate that does not carry the name asked for: no connection.
+	bad := startClient(t, "wrong name", srv, "-tls-ca", caFile, "-tls-server-name", "other.test")
+	bad.closeInput()
+	bad.expectEnd(1)
+	bad.expectStderr()
+}
+
+// writeTestPKI writes a self-signed CA and a server certificate for name,
+// signed by it, as PEM files in dir.
+func writeTestPKI(t *testing.T, dir, name string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "chat e2e test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(file, typ string, der []byte) string {
+		path := filepath.Join(dir, file)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	return write("ca.pem", "CERTIFICATE", caDER),
+		write("cert.pem", "CERTIFICATE", der),
+		write("key.pem", "PRIVATE KEY", keyDER)
+}
