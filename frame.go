@@ -267,21 +267,26 @@ func appendName(dst []byte, name string) []byte {
 }
 
 // FrameReader reads frames from a stream into one reusable buffer. The
-// buffer starts small, grows to hold the largest frame seen (never beyond
-// the limit), and shrinks back once a large frame has been consumed, so an
-// idle connection holds little memory.
+// buffer starts small, so that an idle connection holds little memory; it
+// grows while reads fill it (a busy stream is read in large chunks, many
+// frames per read), and shrinks again while reads return little. A frame
+// larger than the buffer gets a buffer of its own size (never beyond the
+// limit), which is let go once the frame has been consumed.
 type FrameReader struct {
-	r        io.Reader
-	max      int
-	buf      []byte
-	start    int // first unconsumed byte in buf
-	end      int // end of the bytes read into buf
-	minBuf   int
-	lastSize int
+	r     io.Reader
+	max   int
+	buf   []byte
+	start int // first unconsumed byte in buf
+	end   int // end of the bytes read into buf
+	want  int // the size the buffer gets when it is next replaced
 }
 
-// Initial buffer size of a FrameReader; small, so that idle connections are cheap.
-const frameReaderBufSize = 2048
+// The bounds of a FrameReader's buffer while frames fit in it: small when
+// the stream is quiet, larger while reads keep filling it.
+const (
+	frameReaderMinBuf = 512
+	frameReaderMaxBuf = 16 << 10
+)
 
 // NewFrameReader returns a reader of frames from r whose bodies are at most
 // max bytes (DefaultMaxFrameSize if max <= 0).
@@ -289,7 +294,7 @@ func NewFrameReader(r io.Reader, max int) *FrameReader {
 	if max <= 0 {
 		max = DefaultMaxFrameSize
 	}
-	return &FrameReader{r: r, max: max, minBuf: frameReaderBufSize}
+	return &FrameReader{r: r, max: max, want: frameReaderMinBuf}
 }
 
 // Next reads the next frame. The frame's slices are valid until the next call.
@@ -301,28 +306,30 @@ func NewFrameReader(r io.Reader, max int) *FrameReader {
 // are, except that io.EOF in the middle of a frame becomes
 // io.ErrUnexpectedEOF.
 func (fr *FrameReader) Next() (Frame, error) {
-	if fr.lastSize > fr.minBuf && fr.start == fr.end {
-		// The last frame was large and nothing else is buffered: let the big
-		// buffer go rather than hold it while the connection idles.
-		fr.buf, fr.start, fr.end = nil, 0, 0
-	}
-	fr.lastSize = 0
 	if err := fr.fill(HeaderSize); err != nil {
 		return Frame{}, err
 	}
 	size := int(binary.BigEndian.Uint32(fr.buf[fr.start:]))
 	if size > fr.max {
-		limit := fr.max
-		fr.max = -1 // poison the reader: the stream is out of step from here on
-		return Frame{}, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, size, limit)
+		return Frame{}, fr.tooLarge(size)
 	}
 	if err := fr.fill(HeaderSize + size); err != nil {
 		return Frame{}, err
 	}
 	body := fr.buf[fr.start+HeaderSize : fr.start+HeaderSize+size]
 	fr.start += HeaderSize + size
-	fr.lastSize = HeaderSize + size
 	return DecodeFrame(body)
+}
+
+// tooLarge poisons the reader, whose stream is out of step from here on.
+// It is kept out of line so that Next, on the stack of every connection
+// waiting for a frame, stays small.
+//
+//go:noinline
+func (fr *FrameReader) tooLarge(size int) error {
+	limit := fr.max
+	fr.max = -1
+	return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, size, limit)
 }
 
 // Buffered reports how many bytes have been read from the stream but not yet
@@ -338,15 +345,18 @@ func (fr *FrameReader) fill(n int) error {
 		return nil
 	}
 	if fr.start > 0 || len(fr.buf) < n {
-		// About to read: move the partial frame to the front, into a larger
-		// buffer if it would not fit, so each read has the most room.
-		size := max(len(fr.buf), fr.minBuf)
+		// About to read: move the partial frame to the front, into a buffer
+		// of the wanted size (larger if the frame needs it), so that each
+		// read has the most room. A buffer that holds nothing and is larger
+		// than wanted (it held a large frame, or reads have slowed) is let go
+		// rather than kept while the connection idles.
+		size := fr.want
 		for size < n {
 			size *= 2
 		}
 		size = min(size, HeaderSize+fr.max)
 		buf := fr.buf
-		if size != len(buf) {
+		if size > len(buf) || size < len(buf) && fr.start == fr.end {
 			buf = make([]byte, size)
 		}
 		fr.end = copy(buf, fr.buf[fr.start:fr.end])
@@ -354,8 +364,15 @@ func (fr *FrameReader) fill(n int) error {
 		fr.buf = buf
 	}
 	for fr.end-fr.start < n {
+		room := len(fr.buf) - fr.end
 		m, err := fr.r.Read(fr.buf[fr.end:])
 		fr.end += m
+		switch {
+		case m == room:
+			fr.want = min(2*fr.want, frameReaderMaxBuf) // busy: read more at once
+		case m < room/8:
+			fr.want = max(fr.want/2, frameReaderMinBuf) // quiet: hold less
+		}
 		if err != nil {
 			if fr.end-fr.start >= n {
 				return nil

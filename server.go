@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
 )
 
@@ -128,8 +129,8 @@ type Server struct {
 	OnMessage    MessageHook
 
 	initOnce sync.Once
-	dir      Directory
 	log      *zap.Logger
+	dir      Directory
 
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
@@ -327,15 +328,22 @@ func (s *Server) ServeConn(nc net.Conn) error {
 	s.init()
 	c := &conn{srv: s, nc: nc, ip: remoteIP(nc)}
 	if err := s.addConn(c); err != nil {
-		nc.Close()
-		if err == ErrTooManyConns {
-			s.events.refused.Add(1)
-			s.log.Warn("connection refused", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
-		}
-		return err
+		return s.refuse(nc, err)
 	}
 	defer s.removeConn(c)
 	return c.serve()
+}
+
+// refuse closes a connection that addConn refused.
+//
+//go:noinline
+func (s *Server) refuse(nc net.Conn, err error) error {
+	nc.Close()
+	if err == ErrTooManyConns {
+		s.events.refused.Add(1)
+		s.log.Warn("connection refused", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
+	}
+	return err
 }
 
 func (s *Server) addConn(c *conn) error {
@@ -446,7 +454,6 @@ type conn struct {
 
 	// Used by the reading goroutine only.
 	fr       *FrameReader
-	log      *zap.Logger
 	name     string        // the logged-in name, "" if none
 	limiter  *rate.Limiter // nil without a rate limit
 	flooding int           // requests refused by the rate limit in a row
@@ -455,6 +462,24 @@ type conn struct {
 	deadline time.Time     // the read deadline set on nc
 
 	slow atomic.Bool // the writer gave up on the client
+}
+
+// logAt logs msg about the connection, with its remote address and, once
+// logged in, its name. The fields are added per line rather than kept in a
+// child logger per connection: a child logger holds an encoder buffer of
+// about a kilobyte for as long as the connection lives, idle or not.
+// Called by the reading goroutine only.
+func (c *conn) logAt(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	ce := c.srv.log.Check(lvl, msg)
+	if ce == nil {
+		return
+	}
+	all := make([]zap.Field, 0, 2+len(fields))
+	all = append(all, zap.Stringer("remote", c.nc.RemoteAddr()))
+	if c.name != "" {
+		all = append(all, zap.String("name", c.name))
+	}
+	ce.Write(append(all, fields...)...)
 }
 
 // Reasons a connection ends that the server decides.
@@ -504,8 +529,7 @@ func (c *conn) Read(p []byte) (int, error) {
 // serve reads and answers requests until the connection ends.
 func (c *conn) serve() error {
 	s := c.srv
-	c.log = s.log.With(zap.Stringer("remote", c.nc.RemoteAddr()))
-	c.log.Info("connection opened")
+	c.logAt(zap.InfoLevel, "connection opened")
 	c.fr = NewFrameReader(c, s.maxFrameSize())
 	c.limiter = s.newLimiter()
 	if s.LoginTimeout > 0 {
@@ -546,9 +570,9 @@ func (c *conn) serve() error {
 	}
 	c.out.wait()
 	if err != nil {
-		c.log.Info("connection closed", zap.NamedError("reason", err))
+		c.logAt(zap.InfoLevel, "connection closed", zap.NamedError("reason", err))
 	} else {
-		c.log.Info("connection closed by client")
+		c.logAt(zap.InfoLevel, "connection closed by client")
 	}
 	return err
 }
@@ -564,31 +588,60 @@ func (c *conn) readLoop() error {
 		f, err := c.fr.Next()
 		c.frameBy = time.Time{}
 		if err != nil && !errors.Is(err, ErrMalformedFrame) {
-			if errors.Is(err, ErrFrameTooLarge) {
-				c.stats.framesIn[inMalformed].Add(1)
-				c.log.Warn("frame too large; closing", zap.Error(err))
-				c.out.reply(ResultMalformed)
-			}
-			return err
+			return c.unreadable(err)
 		}
 		if c.limiter != nil && !c.limiter.Allow() {
-			c.stats.failures[FailRateLimited].Add(1)
-			c.out.reply(ResultFailure)
-			if c.flooding++; c.flooding >= c.srv.floodLimit() {
-				c.log.Warn("flooding; closing", zap.Int("refused", c.flooding))
-				return errFlooding
+			if err := c.rateLimited(); err != nil {
+				return err
 			}
 			continue
 		}
 		c.flooding = 0
 		if err != nil {
-			c.stats.framesIn[inMalformed].Add(1)
-			c.log.Warn("malformed frame", zap.Error(err))
-			c.out.reply(ResultMalformed)
+			c.malformed(err)
 			continue
 		}
 		c.handle(f)
 	}
+}
+
+// The slow paths of readLoop live in functions of their own, kept out of
+// line: readLoop's frame stays small, and so does the stack that every idle
+// connection's goroutine holds while it waits for its next frame.
+
+// unreadable ends the connection on err from the FrameReader.
+//
+//go:noinline
+func (c *conn) unreadable(err error) error {
+	if errors.Is(err, ErrFrameTooLarge) {
+		c.stats.framesIn[inMalformed].Add(1)
+		c.logAt(zap.WarnLevel, "frame too large; closing", zap.Error(err))
+		c.out.reply(ResultMalformed)
+	}
+	return err
+}
+
+// rateLimited refuses a request over the rate limit, and returns
+// errFlooding when the connection has kept flooding.
+//
+//go:noinline
+func (c *conn) rateLimited() error {
+	c.stats.failures[FailRateLimited].Add(1)
+	c.out.reply(ResultFailure)
+	if c.flooding++; c.flooding >= c.srv.floodLimit() {
+		c.logAt(zap.WarnLevel, "flooding; closing", zap.Int("refused", c.flooding))
+		return errFlooding
+	}
+	return nil
+}
+
+// malformed answers a frame that could not be parsed.
+//
+//go:noinline
+func (c *conn) malformed(err error) {
+	c.stats.framesIn[inMalformed].Add(1)
+	c.logAt(zap.WarnLevel, "malformed frame", zap.Error(err))
+	c.out.reply(ResultMalformed)
 }
 
 // handle answers one well-formed request.
@@ -619,7 +672,7 @@ func (c *conn) handle(f Frame) {
 	default:
 		// A server-to-client frame sent to the server.
 		c.stats.framesIn[inMalformed].Add(1)
-		c.log.Warn("malformed frame", zap.Stringer("type", f.Type))
+		c.logAt(zap.WarnLevel, "malformed frame", zap.Stringer("type", f.Type))
 		c.out.reply(ResultMalformed)
 		return
 	}
@@ -642,7 +695,7 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 	name := string(b)
 	if s.AllowLogin != nil {
 		if err := s.AllowLogin(c.nc, name); err != nil {
-			c.log.Info("login refused", zap.String("name", name), zap.Error(err))
+			c.logAt(zap.InfoLevel, "login refused", zap.String("name", name), zap.Error(err))
 			return false, FailVetoed
 		}
 	}
@@ -652,8 +705,7 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 	c.name = name
 	c.loginBy = time.Time{}
 	s.events.users.Add(1)
-	c.log = c.log.With(zap.String("name", name))
-	c.log.Info("login")
+	c.logAt(zap.InfoLevel, "login")
 	if s.OnLogin != nil {
 		s.OnLogin(c.nc, name)
 	}
@@ -665,12 +717,11 @@ func (c *conn) logout(reason error) {
 	name := c.name
 	s.dir.Logout(name, c.out)
 	s.events.users.Add(-1)
+	c.logAt(zap.InfoLevel, "logout", zap.NamedError("reason", reason))
 	c.name = ""
 	if s.LoginTimeout > 0 {
 		c.loginBy = time.Now().Add(s.LoginTimeout)
 	}
-	c.log.Info("logout", zap.NamedError("reason", reason))
-	c.log = s.log.With(zap.Stringer("remote", c.nc.RemoteAddr()))
 	if s.OnLogout != nil {
 		s.OnLogout(c.nc, name, reason)
 	}
@@ -690,12 +741,12 @@ func (c *conn) sendTo(to, text []byte) (bool, FailureReason) {
 	}
 	if s.AllowMessage != nil {
 		if err := s.AllowMessage(c.name, string(to), string(text)); err != nil {
-			c.log.Info("message refused", zap.ByteString("to", to), zap.Error(err))
+			c.logAt(zap.InfoLevel, "message refused", zap.ByteString("to", to), zap.Error(err))
 			return false, FailVetoed
 		}
 	}
 	if err := p.Deliver(c.name, text); err != nil {
-		c.log.Debug("message not queued", zap.ByteString("to", to), zap.Error(err))
+		c.logAt(zap.DebugLevel, "message not queued", zap.ByteString("to", to), zap.Error(err))
 		return false, FailQueueFull
 	}
 	c.stats.relayed.Add(1)
