@@ -455,6 +455,7 @@ type conn struct {
 	// Used by the reading goroutine only.
 	fr       *FrameReader
 	name     string        // the logged-in name, "" if none
+	logs     []pendingLog  // lines logged and not yet written
 	limiter  *rate.Limiter // nil without a rate limit
 	flooding int           // requests refused by the rate limit in a row
 	loginBy  time.Time     // when LoginTimeout expires; zero when logged in or unlimited
@@ -465,22 +466,53 @@ type conn struct {
 }
 
 // logAt logs msg about the connection, with its remote address and, once
-// logged in, its name. The fields are added per line rather than kept in a
-// child logger per connection: a child logger holds an encoder buffer of
-// about a kilobyte for as long as the connection lives, idle or not.
-// Called by the reading goroutine only.
+// logged in, its name. It is called by the reading goroutine only.
+//
+// The line is written a little later, by flushLogs, when readLoop has
+// returned to serve for it. Encoding and writing a line takes several
+// kilobytes of stack; done deep in request handling it would double the
+// stack that every idle connection's goroutine then keeps (from 4 to
+// 8 KiB). For the same reason the fields are added per line rather than
+// kept in a child logger per connection, which would hold an encoder
+// buffer of about a kilobyte for as long as the connection lives.
 func (c *conn) logAt(lvl zapcore.Level, msg string, fields ...zap.Field) {
-	ce := c.srv.log.Check(lvl, msg)
-	if ce == nil {
+	log := c.srv.log
+	if !log.Core().Enabled(lvl) {
 		return
 	}
 	all := make([]zap.Field, 0, 2+len(fields))
-	all = append(all, zap.Stringer("remote", c.nc.RemoteAddr()))
+	all = append(all, zap.String("remote", c.nc.RemoteAddr().String()))
 	if c.name != "" {
 		all = append(all, zap.String("name", c.name))
 	}
-	ce.Write(append(all, fields...)...)
+	c.logs = append(c.logs, pendingLog{
+		entry:  zapcore.Entry{Level: lvl, Time: time.Now(), LoggerName: log.Name(), Message: msg},
+		fields: append(all, fields...),
+	})
 }
+
+// pendingLog is a line logged by logAt and not yet written.
+type pendingLog struct {
+	entry  zapcore.Entry
+	fields []zap.Field
+}
+
+// flushLogs writes the lines logged by logAt, through the Logger's core.
+//
+//go:noinline
+func (c *conn) flushLogs() {
+	core := c.srv.log.Core()
+	for i, l := range c.logs {
+		if ce := core.Check(l.entry, nil); ce != nil {
+			ce.Write(l.fields...)
+		}
+		c.logs[i] = pendingLog{}
+	}
+	c.logs = c.logs[:0]
+}
+
+// errLogsPending returns from readLoop to serve to write what logAt logged.
+var errLogsPending = errors.New("chat: log lines pending")
 
 // Reasons a connection ends that the server decides.
 var (
@@ -530,12 +562,17 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) serve() error {
 	s := c.srv
 	c.logAt(zap.InfoLevel, "connection opened")
+	c.flushLogs()
 	c.fr = NewFrameReader(c, s.maxFrameSize())
 	c.limiter = s.newLimiter()
 	if s.LoginTimeout > 0 {
 		c.loginBy = time.Now().Add(s.LoginTimeout)
 	}
 	err := c.readLoop()
+	for err == errLogsPending {
+		c.flushLogs() // here, where the stack is shallowest
+		err = c.readLoop()
+	}
 
 	// The reason the connection ended, as ServeConn reports it.
 	switch {
@@ -574,11 +611,15 @@ func (c *conn) serve() error {
 	} else {
 		c.logAt(zap.InfoLevel, "connection closed by client")
 	}
+	c.flushLogs()
 	return err
 }
 
 func (c *conn) readLoop() error {
 	for {
+		if len(c.logs) > 0 {
+			return errLogsPending
+		}
 		if !c.out.waitRoom() {
 			return net.ErrClosed
 		}
