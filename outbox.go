@@ -19,19 +19,27 @@ var (
 )
 
 // outbox is the bounded outgoing queue of one connection. Frames are encoded
-// straight into its buffer; a single writer goroutine, started when the
-// buffer becomes non-empty and ending when it is drained, swaps the buffer
-// out and writes everything queued in one call, so a burst of frames costs
-// one system call.
+// straight into its buffer, and everything queued is written in one call, so
+// a burst of frames costs one system call.
+//
+// Frames queued by a connection's reading goroutine (its replies, and the
+// messages it relays) are written when that goroutine has handled all the
+// requests it has read and is about to read again (flush): straight from
+// that goroutine, as far as the socket takes them without blocking, which
+// spares a hand-over to another goroutine. Whatever the socket does not
+// take at once, and whatever Deliver queues, is written by a writer
+// goroutine, started when needed and ending when the buffer is drained.
+// One writer at most is at work, so frames go out in the order queued.
 type outbox struct {
 	conn    net.Conn
+	raw     *rawWriter    // writes without blocking; nil if conn cannot
 	limit   int           // bytes queued before relayed messages are refused
 	timeout time.Duration // how long a write may make no progress
 
 	mu      sync.Mutex
 	buf     []byte // encoded frames waiting to be written
 	spare   []byte // the buffer being written, or one to reuse
-	writing bool   // a writer goroutine is running
+	writing bool   // a writer (goroutine or flush) is at work
 	closing bool   // close the connection once the buffer is drained
 	closed  bool   // the connection is closed; nothing more is queued
 	room    chan struct{}
@@ -49,6 +57,7 @@ func newOutbox(conn net.Conn, limit int, timeout time.Duration, stats *counters,
 	return &outbox{
 		stats:   stats,
 		conn:    conn,
+		raw:     newRawWriter(conn),
 		limit:   limit,
 		timeout: timeout,
 		room:    make(chan struct{}, 1),
@@ -58,10 +67,26 @@ func newOutbox(conn net.Conn, limit int, timeout time.Duration, stats *counters,
 }
 
 // Deliver queues a SENDTO frame relaying text from the user from, unless
-// the queue is full or closing. It never blocks on the network.
+// the queue is full or closing, and has it written. It never blocks on the
+// network.
 func (o *outbox) Deliver(from string, text []byte) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if err := o.queueLocked(from, text); err != nil {
+		return err
+	}
+	o.startWriter()
+	return nil
+}
+
+// queue is Deliver for a reading goroutine, which calls flush later.
+func (o *outbox) queue(from string, text []byte) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.queueLocked(from, text)
+}
+
+func (o *outbox) queueLocked(from string, text []byte) error {
 	if o.closing || o.closed {
 		return ErrPeerGone
 	}
@@ -71,13 +96,12 @@ func (o *outbox) Deliver(from string, text []byte) error {
 	}
 	o.buf = AppendMessage(o.buf, from, text)
 	o.stats.framesOut[outMessage].Add(1)
-	o.startWriter()
 	return nil
 }
 
-// reply queues a reply. Replies are owed, so they are queued even beyond the
-// limit; the reading side calls waitRoom before reading the next request,
-// which bounds how far.
+// reply queues a reply, to be written by the next flush. Replies are owed,
+// so they are queued even beyond the limit; the reading side calls waitRoom
+// before reading the next request, which bounds how far.
 func (o *outbox) reply(r Result) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -86,10 +110,9 @@ func (o *outbox) reply(r Result) {
 	}
 	o.buf = AppendResponse(o.buf, r)
 	o.stats.framesOut[outResponse].Add(1)
-	o.startWriter()
 }
 
-// replyNames queues a LIST reply.
+// replyNames queues a LIST reply, to be written by the next flush.
 func (o *outbox) replyNames(names []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -98,13 +121,75 @@ func (o *outbox) replyNames(names []string) {
 	}
 	o.buf = AppendNames(o.buf, names)
 	o.stats.framesOut[outNames].Add(1)
-	o.startWriter()
 }
 
-// waitRoom blocks while the queue is over its limit. It returns false if the
+// flush writes what is queued, unless a writer is already at work: first
+// from the calling goroutine, as much as the socket takes without
+// blocking, then the rest from a writer goroutine.
+func (o *outbox) flush() {
+	o.mu.Lock()
+	if o.writing || o.closed || len(o.buf) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	if o.raw == nil {
+		o.startWriter()
+		o.mu.Unlock()
+		return
+	}
+	o.writing = true
+	out := o.buf
+	o.buf, o.spare = o.spare[:0], nil
+	o.mu.Unlock()
+	o.signalRoom()
+
+	n, err := o.raw.tryWrite(out)
+	o.stats.bytesOut.Add(uint64(n))
+
+	o.mu.Lock()
+	if err != nil {
+		o.failLocked(err) // unlocks
+		return
+	}
+	if rest := out[n:]; len(rest) > 0 {
+		o.buf = append(rest, o.buf...) // in front of what was queued meanwhile
+	} else if cap(out) <= outboxKeep && o.spare == nil {
+		o.spare = out[:0]
+	}
+	o.writing = false
+	if len(o.buf) > 0 {
+		o.startWriter()
+	} else if o.closing {
+		o.closeLocked()
+	}
+	o.mu.Unlock()
+}
+
+// failLocked ends the connection after a failed write, and unlocks o.mu.
+func (o *outbox) failLocked(err error) {
+	// A write fails on its own, or because the connection was closed under
+	// it; only the former is news.
+	failed := !o.closed
+	o.writing = false
+	o.closeLocked()
+	o.mu.Unlock()
+	if failed && o.onFail != nil {
+		o.onFail(err)
+	}
+}
+
+func (o *outbox) signalRoom() {
+	select {
+	case o.room <- struct{}{}:
+	default:
+	}
+}
+
+// waitRoom blocks while the queue is over its limit, calling flush (which
+// writes what the caller has queued) first. It returns false if the
 // connection closed meanwhile.
-func (o *outbox) waitRoom() bool {
-	for {
+func (o *outbox) waitRoom(flush func()) bool {
+	for flushed := false; ; flushed = true {
 		o.mu.Lock()
 		full, closed := len(o.buf) > o.limit, o.closed
 		o.mu.Unlock()
@@ -113,6 +198,10 @@ func (o *outbox) waitRoom() bool {
 		}
 		if !full {
 			return true
+		}
+		if !flushed {
+			flush()
+			continue
 		}
 		select {
 		case <-o.room:
@@ -149,10 +238,7 @@ func (o *outbox) write() {
 		out := o.buf
 		o.buf, o.spare = o.spare[:0], nil
 		o.mu.Unlock()
-		select {
-		case o.room <- struct{}{}:
-		default:
-		}
+		o.signalRoom()
 
 		err := o.writeAll(out)
 
@@ -161,15 +247,7 @@ func (o *outbox) write() {
 			o.spare = out[:0]
 		}
 		if err != nil {
-			// A write fails on its own, or because the connection was
-			// closed under it; only the former is news.
-			failed := !o.closed
-			o.writing = false
-			o.closeLocked()
-			o.mu.Unlock()
-			if failed && o.onFail != nil {
-				o.onFail(err)
-			}
+			o.failLocked(err)
 			return
 		}
 		o.mu.Unlock()
@@ -201,7 +279,11 @@ func (o *outbox) closeWhenDrained() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.closing = true
-	if !o.writing {
+	switch {
+	case o.writing: // the writer closes when done
+	case len(o.buf) > 0:
+		o.startWriter() // which closes when done
+	default:
 		o.closeLocked()
 	}
 }

@@ -54,6 +54,11 @@ type LogoutHook func(conn net.Conn, name string, err error)
 // MessageHook observes a message from the user from, queued for the user to.
 type MessageHook func(from, to, text string)
 
+// The filters and hooks are called on the reading goroutine of the
+// connection concerned, one request at a time. They should return quickly:
+// while one runs, that connection's requests wait, and so do the replies
+// and messages its earlier requests in the same read have queued.
+
 // Server relays messages between the clients connected to it. Its exported
 // fields are its configuration; set them before serving and do not change
 // them after. The zero value is a working server with the defaults below.
@@ -456,6 +461,7 @@ type conn struct {
 	fr       *FrameReader
 	name     string        // the logged-in name, "" if none
 	logs     []pendingLog  // lines logged and not yet written
+	touched  []*outbox     // others' outboxes with messages queued since the last flush
 	limiter  *rate.Limiter // nil without a rate limit
 	flooding int           // requests refused by the rate limit in a row
 	loginBy  time.Time     // when LoginTimeout expires; zero when logged in or unlimited
@@ -553,9 +559,22 @@ func (c *conn) Read(p []byte) (int, error) {
 			c.nc.SetReadDeadline(time.Now())
 		}
 	}
+	c.flush() // before waiting for more requests
 	n, err := c.nc.Read(p)
 	c.stats.bytesIn.Add(uint64(n))
 	return n, err
+}
+
+// flush writes the replies and messages queued by the requests handled
+// since the last flush: the reading goroutine calls it when it has handled
+// every request it has read, before it waits for more.
+func (c *conn) flush() {
+	for i, o := range c.touched {
+		o.flush()
+		c.touched[i] = nil
+	}
+	c.touched = c.touched[:0]
+	c.out.flush()
 }
 
 // serve reads and answers requests until the connection ends.
@@ -573,6 +592,7 @@ func (c *conn) serve() error {
 		c.flushLogs() // here, where the stack is shallowest
 		err = c.readLoop()
 	}
+	c.flush()
 
 	// The reason the connection ended, as ServeConn reports it.
 	switch {
@@ -620,7 +640,7 @@ func (c *conn) readLoop() error {
 		if len(c.logs) > 0 {
 			return errLogsPending
 		}
-		if !c.out.waitRoom() {
+		if !c.out.waitRoom(c.flush) {
 			return net.ErrClosed
 		}
 		if c.srv.inShutdown.Load() && c.fr.Buffered() == 0 {
@@ -786,7 +806,16 @@ func (c *conn) sendTo(to, text []byte) (bool, FailureReason) {
 			return false, FailVetoed
 		}
 	}
-	if err := p.Deliver(c.name, text); err != nil {
+	var err error
+	if o, ok := p.(*outbox); ok {
+		// Written by c.flush, with everything else this request batch queues.
+		if err = o.queue(c.name, text); err == nil && (len(c.touched) == 0 || c.touched[len(c.touched)-1] != o) {
+			c.touched = append(c.touched, o)
+		}
+	} else {
+		err = p.Deliver(c.name, text)
+	}
+	if err != nil {
 		c.logAt(zap.DebugLevel, "message not queued", zap.ByteString("to", to), zap.Error(err))
 		return false, FailQueueFull
 	}
