@@ -54,11 +54,6 @@ type LogoutHook func(conn net.Conn, name string, err error)
 // MessageHook observes a message from the user from, queued for the user to.
 type MessageHook func(from, to, text string)
 
-// The filters and hooks are called on the reading goroutine of the
-// connection concerned, one request at a time. They should return quickly:
-// while one runs, that connection's requests wait, and so do the replies
-// and messages its earlier requests in the same read have queued.
-
 // Server relays messages between the clients connected to it. Its exported
 // fields are its configuration; set them before serving and do not change
 // them after. The zero value is a working server with the defaults below.
@@ -126,7 +121,9 @@ type Server struct {
 
 	// Optional callbacks. The filters run on the connection's reading
 	// goroutine before the request takes effect; the hooks after it. All
-	// may be called from many goroutines at once and should return quickly.
+	// may be called from many goroutines at once and should return quickly:
+	// while one runs, that connection's requests wait, and so do the
+	// replies and messages its earlier requests in the same read queued.
 	AllowLogin   LoginFilter
 	AllowMessage MessageFilter
 	OnLogin      LoginHook
