@@ -3,7 +3,9 @@
 package chat
 
 import (
+	"errors"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -50,6 +52,12 @@ func (w *rawWriter) tryWrite(b []byte) (int, error) {
 		}
 		return true // done: never wait here for the socket to drain
 	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A write deadline that the writer goroutine set for an earlier
+		// write has passed: RawConn refuses before writing anything. Not a
+		// failure; the writer goroutine takes over with a fresh deadline.
+		return n, nil
+	}
 	if err == nil {
 		err = werr
 	}
