@@ -260,10 +260,17 @@ func (c *Client) send(ctx context.Context, cl *call, enc func([]byte) []byte) er
 	c.pending = append(c.pending, cl)
 	c.pmu.Unlock()
 
-	// A cancelled context interrupts a write that blocks.
-	stop := context.AfterFunc(ctx, func() { c.conn.SetWriteDeadline(time.Unix(1, 0)) })
+	// A cancelled context interrupts a write that blocks. If it fired, wait
+	// for it to have set its deadline before clearing it, or the deadline
+	// could land afterwards and fail the next write.
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.conn.SetWriteDeadline(time.Unix(1, 0))
+		close(interrupted)
+	})
 	n, err := c.conn.Write(c.wbuf)
 	if !stop() {
+		<-interrupted
 		c.conn.SetWriteDeadline(time.Time{})
 	}
 	if cap(c.wbuf) > 64<<10 {
