@@ -1,0 +1,647 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seedchat/chat"
+)
+
+// load is the clients of one process and the traffic between them.
+type load struct {
+	cfg     Config // Clients and Messages are this process's share
+	offset  int    // the global index of the first client, for its name
+	clients []*client
+	pad     string // the text of every message, before its stamp
+	hist    *latencyShards
+
+	bufSize   int // of each reader's buffer
+	batchSize int // bytes a writer gathers before writing
+
+	goTime      int64 // when start was called (now())
+	measureFrom int64 // messages stamped before this are not measured
+	started     bool
+
+	stopping  atomic.Bool
+	stopCh    chan struct{}
+	stopOnce  sync.Once
+	stopAt    atomic.Int64
+	byQuota   atomic.Bool // the senders ran out of messages
+	closing   atomic.Bool
+	active    atomic.Int64 // senders (writers, ping-pong pairs) still sending
+	stoppedCh chan struct{}
+	doneCh    chan struct{}
+
+	errMu sync.Mutex
+	err   error // the first failure
+
+	readers sync.WaitGroup
+	writers sync.WaitGroup
+
+	res *part // set before doneCh is closed
+}
+
+// newLoad returns the load of one process: cfg.Clients clients named from
+// cfg.Prefix and offset on. cfg has its defaults.
+func newLoad(cfg Config, offset int) *load {
+	l := &load{
+		cfg:       cfg,
+		offset:    offset,
+		pad:       string(make([]byte, cfg.Size)),
+		hist:      newLatencyShards(16),
+		stopCh:    make(chan struct{}),
+		stoppedCh: make(chan struct{}),
+		doneCh:    make(chan struct{}),
+	}
+	pad := []byte(l.pad)
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	l.pad = string(pad)
+	frame := chat.HeaderSize + 2 + len(cfg.Prefix) + 6 + cfg.Size
+	l.batchSize = min(max(cfg.Window*frame, frame), 64<<10)
+	l.bufSize = min(max(2*cfg.Window*frame, 4<<10), 64<<10)
+	return l
+}
+
+// client is one connection of the load.
+type client struct {
+	l         *load
+	idx       int // in l.clients
+	name      string
+	nc        net.Conn
+	fr        *chat.FrameReader
+	to        string       // the partner, in Pairs and PingPong
+	initiator bool         // PingPong: this client sends the pings
+	chain     *atomic.Bool // PingPong: the pair has stopped bouncing
+	quota     int64        // messages (pings) to send; -1 for no limit
+
+	// Written by the sending side: the writer, or in PingPong the reader.
+	sent atomic.Uint64 // sendto requests written
+	need atomic.Uint64 // wake the writer when acked reaches this (0: not waiting)
+	wake chan struct{}
+	_    [64]byte
+
+	// Written by the reader.
+	acked      atomic.Uint64 // RESPONSEs to sendto requests
+	ok         atomic.Uint64
+	failures   atomic.Uint64
+	malformed  atomic.Uint64
+	delivered  atomic.Uint64 // SENDTOs received
+	measured   uint64        // SENDTOs received that were sent after the warm-up
+	roundTrips uint64        // PingPong: pongs received, measured
+	lastRecv   int64         // when the last SENDTO was received (now())
+	pings      int64         // PingPong: pings sent
+	pbuf       []byte        // PingPong: the frame being sent
+	lat        latencyBatch
+	dead       chan struct{} // closed when the reader ends
+}
+
+// fail records the first failure of the load and stops it.
+func (l *load) fail(err error) {
+	if l.closing.Load() {
+		return
+	}
+	l.errMu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.errMu.Unlock()
+	l.stop()
+}
+
+func (l *load) failure() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	return l.err
+}
+
+// connect connects and logs in every client. On error it closes those
+// already connected.
+func (l *load) connect(ctx context.Context) error {
+	n := l.cfg.Clients
+	l.clients = make([]*client, n)
+	for i := range l.clients {
+		l.clients[i] = &client{
+			l:     l,
+			idx:   i,
+			name:  l.cfg.Prefix + strconv.Itoa(l.offset+i),
+			quota: -1,
+			wake:  make(chan struct{}, 1),
+			dead:  make(chan struct{}),
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next    atomic.Int64
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		err     error
+	)
+	for range min(64, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if e := l.clients[i].connect(ctx); e != nil {
+					errOnce.Do(func() { err = e; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err != nil {
+		for _, c := range l.clients {
+			if c.nc != nil {
+				c.nc.Close()
+			}
+		}
+		return err
+	}
+	l.assign()
+	return nil
+}
+
+// connect dials the server and logs c in.
+func (c *client) connect(ctx context.Context) error {
+	l := c.l
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", l.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("cannot connect to the server: %w", err)
+	}
+	c.nc = nc
+	var r io.Reader = nc
+	if l.cfg.Mode != Idle {
+		r = bufio.NewReaderSize(nc, l.bufSize)
+	}
+	c.fr = chat.NewFrameReader(r, 16<<20)
+	deadline, _ := ctx.Deadline()
+	nc.SetDeadline(deadline)
+	defer nc.SetDeadline(time.Time{})
+	if _, err := nc.Write(chat.AppendLogin(nil, c.name)); err != nil {
+		return fmt.Errorf("login as %q: %w", c.name, err)
+	}
+	f, err := c.fr.Next()
+	switch {
+	case err != nil:
+		return fmt.Errorf("login as %q: no reply from the server: %w", c.name, err)
+	case f.Type != chat.TypeResponse:
+		return fmt.Errorf("login as %q: the server answered %v instead of RESPONSE", c.name, f.Type)
+	case f.Result == chat.ResultFailure:
+		return fmt.Errorf("login as %q refused: Failure (is the name taken? another chatbench with the same -prefix?)", c.name)
+	case f.Result != chat.ResultOK:
+		return fmt.Errorf("login as %q: %v", c.name, f.Result)
+	}
+	return nil
+}
+
+// assign gives each client its partner and its share of the messages.
+func (l *load) assign() {
+	cfg := &l.cfg
+	limited := cfg.Messages > 0
+	switch cfg.Mode {
+	case Pairs, Random:
+		for i, c := range l.clients {
+			if cfg.Mode == Pairs {
+				c.to = l.clients[i^1].name
+			}
+			if limited {
+				c.quota = split(cfg.Messages, len(l.clients), i)
+			}
+		}
+	case PingPong:
+		for i := 0; i < len(l.clients); i += 2 {
+			a, b := l.clients[i], l.clients[i+1]
+			a.to, b.to = b.name, a.name
+			a.initiator = true
+			a.chain = new(atomic.Bool)
+			b.chain = a.chain
+			if limited {
+				a.quota = split(cfg.Messages, len(l.clients)/2, i/2)
+			}
+		}
+	}
+}
+
+// start starts the traffic: the readers, and the writers or the first pings.
+func (l *load) start() {
+	l.started = true
+	l.goTime = now()
+	l.measureFrom = l.goTime + int64(l.cfg.Warmup)
+	for i, c := range l.clients {
+		c.lat.shard = &l.hist.shards[i%len(l.hist.shards)]
+	}
+	switch l.cfg.Mode {
+	case Pairs, Random:
+		l.active.Store(int64(len(l.clients)))
+	case PingPong:
+		l.active.Store(int64(len(l.clients) / 2))
+	}
+	l.readers.Add(len(l.clients))
+	for _, c := range l.clients {
+		go c.readLoop()
+	}
+	if l.cfg.Mode == Pairs || l.cfg.Mode == Random {
+		l.writers.Add(len(l.clients))
+		for _, c := range l.clients {
+			go c.writeLoop()
+		}
+	}
+	go l.control()
+}
+
+// stop asks the senders to stop; the load then drains, logs out and ends.
+func (l *load) stop() {
+	l.stopOnce.Do(func() {
+		l.stopAt.Store(now())
+		l.stopping.Store(true)
+		close(l.stopCh)
+	})
+}
+
+// abort closes the connections of a load that was connected but never
+// started.
+func (l *load) abort() {
+	for _, c := range l.clients {
+		if c.nc != nil {
+			c.nc.Close()
+		}
+	}
+}
+
+func (l *load) stopped() <-chan struct{} { return l.stoppedCh }
+
+// wait waits for the end of a started load and returns its result.
+func (l *load) wait() (*part, error) {
+	<-l.doneCh
+	return l.res, l.failure()
+}
+
+// counts are the running totals of a load.
+type counts struct {
+	Sent      uint64 `json:"sent"`
+	Acked     uint64 `json:"acked"`
+	OK        uint64 `json:"ok"`
+	Failures  uint64 `json:"failures"`
+	Delivered uint64 `json:"delivered"`
+}
+
+func (l *load) progress() counts {
+	var s counts
+	if !l.started {
+		return s
+	}
+	for _, c := range l.clients {
+		s.Delivered += c.delivered.Load()
+		s.OK += c.ok.Load()
+		s.Failures += c.failures.Load() + c.malformed.Load()
+		s.Acked += c.acked.Load()
+		s.Sent += c.sent.Load()
+	}
+	return s
+}
+
+// control ends the load: at the end of the duration, when the senders have
+// sent all their messages, or when asked to stop. It then drains what is in
+// flight, logs the clients out and computes the result.
+func (l *load) control() {
+	cfg := &l.cfg
+	var deadline <-chan time.Time
+	if cfg.Mode != Idle {
+		limit := cfg.MaxTime
+		if cfg.Duration > 0 {
+			limit = cfg.Warmup + cfg.Duration
+		}
+		t := time.NewTimer(limit - time.Duration(now()-l.goTime))
+		defer t.Stop()
+		deadline = t.C
+	}
+	var poll <-chan time.Time
+	if cfg.Messages > 0 {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		poll = t.C
+	}
+	var prev counts
+wait:
+	for {
+		select {
+		case <-deadline:
+			l.stop()
+		case <-l.stopCh:
+			break wait
+		case <-poll:
+			if l.quiescent(&prev) {
+				l.byQuota.Store(true)
+				l.stop()
+			}
+		}
+	}
+
+	// Drain: wait for the writers, then for every request to be answered
+	// and every accepted message to be delivered.
+	l.writers.Wait()
+	if l.failure() == nil && cfg.Mode != Idle {
+		tick := time.NewTicker(time.Millisecond)
+		timeout := time.NewTimer(cfg.DrainTimeout)
+		prev = counts{}
+	drain:
+		for !l.quiescent(&prev) {
+			select {
+			case <-tick.C:
+			case <-timeout.C:
+				break drain
+			}
+		}
+		tick.Stop()
+		timeout.Stop()
+	}
+	close(l.stoppedCh)
+
+	// Log out and close: each client sends logout and shuts its side
+	// down; the server answers, closes, and the reader sees the end.
+	l.closing.Store(true)
+	var wg sync.WaitGroup
+	for _, c := range l.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.nc.SetDeadline(time.Now().Add(cfg.DrainTimeout))
+			c.nc.Write(chat.AppendLogout(nil))
+			if tc, ok := c.nc.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			} else {
+				c.nc.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	l.readers.Wait()
+	for _, c := range l.clients {
+		c.nc.Close()
+	}
+	l.res = l.result()
+	close(l.doneCh)
+}
+
+// quiescent reports whether nothing is in flight: no sender is active,
+// every request was answered, every accepted message was delivered, and
+// nothing changed since the previous call (prev).
+func (l *load) quiescent(prev *counts) bool {
+	if l.active.Load() != 0 || l.failure() != nil {
+		return l.failure() != nil
+	}
+	s := l.progress()
+	same := s == *prev
+	*prev = s
+	return same && s.Sent == s.Acked && s.OK == s.Delivered
+}
+
+// writeLoop sends the messages of one client in Pairs and Random modes: as
+// many as the window (and the rate) allow, in one write.
+func (c *client) writeLoop() {
+	l := c.l
+	cfg := &l.cfg
+	defer l.writers.Done()
+	defer l.active.Add(-1)
+
+	window := uint64(cfg.Window)
+	lowMark := max(window/4, 1) // wake up when this much of the window is free
+	buf := make([]byte, 0, l.batchSize+chat.HeaderSize+2+chat.MaxNameLen*4+cfg.Size)
+	var rng *rand.Rand
+	if cfg.Mode == Random {
+		rng = rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(l.offset+c.idx)))
+	}
+	var timer *time.Timer
+	var interval, phase float64
+	if cfg.Rate > 0 {
+		timer = time.NewTimer(time.Hour)
+		defer timer.Stop()
+		interval = 1e9 / cfg.Rate
+		phase = interval * float64(c.idx) / float64(len(l.clients)) // spread the clients' sends
+	}
+	var sent uint64
+	for {
+		if l.stopping.Load() || (c.quota >= 0 && sent >= uint64(c.quota)) {
+			return
+		}
+		n := window - (sent - c.acked.Load())
+		if n == 0 {
+			// The window is full: wait for lowMark replies.
+			target := sent - window + lowMark
+			c.need.Store(target)
+			if c.acked.Load() >= target && c.need.CompareAndSwap(target, 0) {
+				continue
+			}
+			select {
+			case <-c.wake:
+			case <-l.stopCh:
+				return
+			case <-c.dead:
+				return
+			}
+			continue
+		}
+		if c.quota >= 0 {
+			n = min(n, uint64(c.quota)-sent)
+		}
+		if cfg.Rate > 0 {
+			t := float64(now()-l.goTime) - phase
+			due := int64(t/interval) + 1 // messages due by now
+			if due <= int64(sent) {
+				wait := time.Duration(l.goTime+int64(phase+float64(sent)*interval)) - time.Duration(now())
+				timer.Reset(max(wait, 0))
+				select {
+				case <-timer.C:
+				case <-l.stopCh:
+					return
+				case <-c.dead:
+					return
+				}
+				continue
+			}
+			n = min(n, uint64(due)-sent)
+		}
+		buf = buf[:0]
+		stamp := now()
+		for ; n > 0 && len(buf) < l.batchSize; n-- {
+			to := c.to
+			if rng != nil {
+				j := rng.IntN(len(l.clients) - 1)
+				if j >= c.idx {
+					j++
+				}
+				to = l.clients[j].name
+			}
+			start := len(buf)
+			buf = chat.AppendSendTo(buf, to, l.pad)
+			putStamp(buf[start+chat.HeaderSize+2+len(to):], stamp)
+			sent++
+		}
+		c.sent.Store(sent) // before the write: replies never outnumber it
+		if _, err := c.nc.Write(buf); err != nil {
+			l.fail(fmt.Errorf("%s: sending: %w", c.name, err))
+			return
+		}
+	}
+}
+
+// readLoop reads what the server sends one client: replies, which open the
+// window, and messages, which are counted and timed (and in PingPong
+// bounced).
+func (c *client) readLoop() {
+	l := c.l
+	defer l.readers.Done()
+	defer close(c.dead)
+	defer c.lat.flush()
+	pingpong := l.cfg.Mode == PingPong
+	if pingpong && c.initiator {
+		c.ping()
+	}
+	for {
+		f, err := c.fr.Next()
+		if err != nil {
+			if l.closing.Load() {
+				return // the end: EOF after logout, or the deadline
+			}
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the server closed the connection")
+			}
+			l.fail(fmt.Errorf("%s: %w", c.name, err))
+			return
+		}
+		switch f.Type {
+		case chat.TypeResponse:
+			if l.closing.Load() {
+				continue // the reply to logout
+			}
+			switch f.Result {
+			case chat.ResultOK:
+				c.ok.Add(1)
+			case chat.ResultFailure:
+				c.failures.Add(1)
+			default:
+				c.malformed.Add(1)
+			}
+			n := c.acked.Add(1)
+			if need := c.need.Load(); need != 0 && n >= need && c.need.CompareAndSwap(need, 0) {
+				select {
+				case c.wake <- struct{}{}:
+				default:
+				}
+			}
+			if pingpong && f.Result != chat.ResultOK {
+				c.endChain() // the ball was dropped
+			}
+		case chat.TypeMessage:
+			t := now()
+			c.lastRecv = t
+			stamp, ok := parseStamp(f.Text)
+			measured := ok && stamp >= l.measureFrom
+			if measured {
+				c.measured++
+			}
+			switch {
+			case !pingpong:
+				if measured {
+					c.lat.record(t - stamp)
+				}
+			case c.initiator:
+				if measured {
+					c.roundTrips++
+					c.lat.record(t - stamp)
+				}
+				c.ping()
+			default:
+				c.pong(f.Text)
+			}
+			c.delivered.Add(1) // after any bounce, so that quiescent sees it sent
+		}
+	}
+}
+
+// ping sends the next ping of a PingPong pair, unless the pair is done.
+func (c *client) ping() {
+	l := c.l
+	if l.stopping.Load() || (c.quota >= 0 && c.pings >= c.quota) {
+		c.endChain()
+		return
+	}
+	c.pings++
+	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, l.pad)
+	putStamp(c.pbuf[chat.HeaderSize+2+len(c.to):], now())
+	c.send(c.pbuf)
+}
+
+// pong sends a ping back with its stamp.
+func (c *client) pong(text []byte) {
+	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, c.l.pad)
+	copy(c.pbuf[chat.HeaderSize+2+len(c.to):], text)
+	c.send(c.pbuf)
+}
+
+func (c *client) send(frame []byte) {
+	c.sent.Add(1)
+	if _, err := c.nc.Write(frame); err != nil {
+		c.l.fail(fmt.Errorf("%s: sending: %w", c.name, err))
+	}
+}
+
+// endChain records that a PingPong pair has stopped.
+func (c *client) endChain() {
+	if c.chain.CompareAndSwap(false, true) {
+		c.l.active.Add(-1)
+	}
+}
+
+// result sums the clients' counters once the readers have ended.
+func (l *load) result() *part {
+	p := &part{Result: Result{
+		Clients: len(l.clients),
+		Mode:    l.cfg.Mode,
+		Size:    l.cfg.Size,
+		Window:  l.cfg.Window,
+		Rate:    l.cfg.Rate,
+		Procs:   1,
+	}}
+	r := &p.Result
+	var last int64
+	for _, c := range l.clients {
+		r.Sent += c.sent.Load()
+		r.OK += c.ok.Load()
+		r.Failures += c.failures.Load()
+		r.Malformed += c.malformed.Load()
+		r.DeliveredTotal += c.delivered.Load()
+		r.Delivered += c.measured
+		r.RoundTrips += c.roundTrips
+		last = max(last, c.lastRecv)
+	}
+	end := l.stopAt.Load()
+	if l.byQuota.Load() {
+		end = last
+	}
+	if end > l.measureFrom {
+		r.DurationS = time.Duration(end - l.measureFrom).Seconds()
+	}
+	p.hist = l.hist.merged()
+	return p
+}

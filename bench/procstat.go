@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// procSample is a reading of another process's CPU time and memory from
+// /proc (Linux).
+type procSample struct {
+	userS, sysS float64
+	rssKiB      int64 // VmRSS
+	hwmKiB      int64 // VmHWM, the peak of VmRSS
+}
+
+// clockTicks is USER_HZ, the unit of the times in /proc/PID/stat: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+func sampleProc(pid int) (procSample, error) {
+	var s procSample
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, fmt.Errorf("server process: %w", err)
+	}
+	// The command name, in parentheses, may hold spaces: the fields that
+	// count start after the last ')': state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(stat, ')')
+	f := bytes.Fields(stat[i+1:])
+	if i < 0 || len(f) < 13 {
+		return s, fmt.Errorf("server process: cannot parse /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseUint(string(f[11]), 10, 64)
+	st, err2 := strconv.ParseUint(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return s, fmt.Errorf("server process: cannot parse /proc/%d/stat", pid)
+	}
+	s.userS, s.sysS = float64(ut)/clockTicks, float64(st)/clockTicks
+
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, fmt.Errorf("server process: %w", err)
+	}
+	for _, line := range bytes.Split(status, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		var dst *int64
+		switch string(k) {
+		case "VmRSS":
+			dst = &s.rssKiB
+		case "VmHWM":
+			dst = &s.hwmKiB
+		default:
+			continue
+		}
+		fields := bytes.Fields(v) // "12345 kB"
+		if len(fields) > 0 {
+			*dst, _ = strconv.ParseInt(string(fields[0]), 10, 64)
+		}
+	}
+	return s, nil
+}
+
+// serverUsage sums up the server's readings before the clients connected
+// (before), when the traffic started (start) and when it ended (end).
+func serverUsage(pid, clients int, before, start, end procSample, wall time.Duration) *ServerUsage {
+	u := &ServerUsage{
+		PID:          pid,
+		CPUUserS:     round(end.userS-start.userS, 2),
+		CPUSysS:      round(end.sysS-start.sysS, 2),
+		RSSBeforeKiB: before.rssKiB,
+		RSSAfterKiB:  end.rssKiB,
+		RSSPeakKiB:   end.hwmKiB,
+	}
+	u.CPUS = round(u.CPUUserS+u.CPUSysS, 2)
+	if wall > 0 {
+		u.CPUPercent = round(100*u.CPUS/wall.Seconds(), 1)
+	}
+	if clients > 0 {
+		u.RSSPerClientKiB = round(float64(end.rssKiB-before.rssKiB)/float64(clients), 2)
+	}
+	return u
+}
+
+// cpuTime returns the CPU time this process has used so far.
+func cpuTime() (user, sys float64) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0, 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime), tv(ru.Stime)
+}

@@ -1,0 +1,107 @@
+// Command chatbench is a load generator for the chat server.
+//
+//	go run ./examples/chatbench [flags]
+//
+// It connects -clients clients to the server at -addr over TCP, logs them
+// in under generated names, and has them message one another (-mode pairs,
+// random or pingpong) for -duration or until -messages are sent, printing a
+// progress line each second on standard error and a summary on standard
+// output (-json for one JSON object). -mode idle holds logged-in clients
+// that send nothing, to measure what a connection costs the server.
+// Examples:
+//
+//	chatbench -addr 127.0.0.1:9000 -clients 2 -mode pairs -window 1000 -duration 5s
+//	chatbench -clients 2 -mode pingpong -duration 5s -json
+//	chatbench -clients 15000 -mode idle -procs 2 -duration 5s -server-pid $(pidof chatserver)
+//
+// -procs K spreads the clients over K child processes of chatbench (one
+// process can hold at most as many connections as its open-file limit
+// allows). SIGINT or SIGTERM end the run early; it is still reported.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/seedchat/chat/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == bench.ChildArg {
+		if err := bench.ServeChild(ctx, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench (child):", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	var cfg bench.Config
+	var mode string
+	var idle, asJSON, quiet bool
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT`")
+	fs.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "clients in all")
+	fs.StringVar(&mode, "mode", string(bench.Pairs), "traffic: pairs, random, pingpong or idle")
+	fs.BoolVar(&idle, "idle", false, "the same as -mode idle")
+	fs.IntVar(&cfg.Size, "size", bench.DefaultSize, "text `BYTES` per message (at least 16)")
+	fs.IntVar(&cfg.Window, "window", bench.DefaultWindow, "requests in flight per client (pingpong: always 1)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "how long to send after the warm-up (default 10s unless -messages)")
+	fs.Int64Var(&cfg.Messages, "messages", 0, "stop after this many messages in all (pingpong: round trips)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "messages per second per client (0: as fast as possible)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "send for this long before measuring (needs -duration)")
+	fs.IntVar(&cfg.Procs, "procs", 1, "spread the clients over this many child processes")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "report this local process's CPU time and memory (from /proc)")
+	fs.BoolVar(&cfg.List, "list", true, "idle mode: ask for the list of names at the end")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "start of the generated user names (default b<pid>-)")
+	fs.DurationVar(&cfg.MaxTime, "max-time", bench.DefaultMaxTime, "the longest a -messages run may take")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait at the end for replies and messages in flight")
+	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	fs.BoolVar(&quiet, "q", false, "no progress lines")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.Usage()
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg.Mode = bench.Mode(mode)
+	if idle {
+		cfg.Mode = bench.Idle
+	}
+	if !quiet {
+		cfg.Progress = os.Stderr
+	}
+
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return res.WriteTable(os.Stdout)
+}
