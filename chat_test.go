@@ -1,5 +1,10 @@
 package chat
 
+// The command rules of SPEC.md, table-driven. The server rules, with Server
+// and Client joined by net.Pipe and over loopback TCP, are in server_test.go
+// and client_test.go (each test runs over both); attacks in hostile_test.go
+// and limits_test.go; nothing-lost in stress_test.go.
+
 import (
 	"errors"
 	"strings"
