@@ -151,6 +151,11 @@ func (o *outbox) flush() {
 		o.failLocked(err) // unlocks
 		return
 	}
+	if o.closed { // closed meanwhile: nothing more goes out
+		o.writing = false
+		o.mu.Unlock()
+		return
+	}
 	if rest := out[n:]; len(rest) > 0 {
 		o.buf = append(rest, o.buf...) // in front of what was queued meanwhile
 	} else if cap(out) <= outboxKeep && o.spare == nil {
