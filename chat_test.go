@@ -12,11 +12,14 @@ import (
 )
 
 func TestParseCommand(t *testing.T) {
+	t.Parallel()
 	name20 := strings.Repeat("n", 20)
 	name21 := strings.Repeat("n", 21)
 	uni20 := strings.Repeat("é", 20) // 40 bytes, 20 characters
 	text65535 := strings.Repeat("x", 65535)
 	uniText := strings.Repeat("☃", 65535) // 3 bytes each
+	emoji20 := strings.Repeat("😀", 20)    // 4 bytes each
+	emojiText := strings.Repeat("😀", 65535)
 	tests := []struct {
 		line string
 		want Command
@@ -88,6 +91,45 @@ func TestParseCommand(t *testing.T) {
 		// The name is checked before the text.
 		{"sendto " + name21 + " " + text65535 + "x", Command{}, ErrBadUsername},
 
+		// More on the command word and its separators.
+		{"Sendto bob hi", Command{}, ErrInvalidCommand},
+		{"EXIT", Command{}, ErrInvalidCommand},
+		{"logout\x00", Command{}, ErrInvalidCommand},
+		{"l\xffist", Command{}, ErrInvalidCommand},
+		{"\u00a0list", Command{}, ErrInvalidCommand}, // only spaces and tabs separate
+		{"\vlist", Command{}, ErrInvalidCommand},
+		{"list\u00a0", Command{}, ErrInvalidCommand},
+		{"list\r\n", Command{Kind: CommandList}, nil},
+		{"exit\n", Command{Kind: CommandExit}, nil},
+		{"logout \t\r\n", Command{Kind: CommandLogout}, nil},
+		{"login\tbob\t", Command{Kind: CommandLogin, Name: "bob"}, nil},
+		{"login bob\t x", Command{}, ErrBadUsername},
+		{"login bob\n\n", Command{}, ErrBadUsername}, // one line end only
+		{"login bo\rb", Command{}, ErrBadUsername},
+		{"login bo\u2028b", Command{}, ErrBadUsername},
+		{"login \ufffd", Command{}, ErrBadUsername},
+		{"login " + emoji20, Command{Kind: CommandLogin, Name: emoji20}, nil}, // 80 bytes
+		{"login " + emoji20 + "😀", Command{}, ErrBadUsername},
+		{"login Zoë", Command{Kind: CommandLogin, Name: "Zoë"}, nil},
+
+		// More on sendto.
+		{"sendto bob\t\thi", Command{Kind: CommandSendTo, Name: "bob", Text: "\thi"}, nil},
+		{"sendto bob  ", Command{Kind: CommandSendTo, Name: "bob", Text: " "}, nil},
+		{"sendto bob \r\n", Command{}, ErrBadUsername}, // the text is empty
+		{"sendto bob\r\n", Command{}, ErrBadUsername},
+		{"sendto bob hi\n", Command{Kind: CommandSendTo, Name: "bob", Text: "hi"}, nil},
+		{"sendto bob a\rb", Command{Kind: CommandSendTo, Name: "bob", Text: "a\rb"}, nil},
+		{"sendto bob \x1b[2J\u202e", Command{Kind: CommandSendTo, Name: "bob", Text: "\x1b[2J\u202e"}, nil},
+		{"sendto Zoë ça va ?", Command{Kind: CommandSendTo, Name: "Zoë", Text: "ça va ?"}, nil},
+		{"sendto bo\xffb hi", Command{}, ErrBadUsername},
+		{"sendto " + name21 + " " + "caf\xe9", Command{}, ErrBadUsername},
+		{"sendto " + emoji20 + " hi", Command{Kind: CommandSendTo, Name: emoji20, Text: "hi"}, nil},
+		{"sendto bob " + emojiText, Command{Kind: CommandSendTo, Name: "bob", Text: emojiText}, nil},
+		{"sendto bob " + emojiText + "😀", Command{}, ErrBadMessage},
+		{"sendto bob " + text65535 + "\r\n", Command{Kind: CommandSendTo, Name: "bob", Text: text65535}, nil},
+		{"sendto bob " + text65535 + "x\r\n", Command{}, ErrBadMessage},
+		{"sendto bob " + text65535[1:] + "\xff", Command{}, ErrBadMessage},
+
 		// Line ends are not part of the line.
 		{"login bob\n", Command{Kind: CommandLogin, Name: "bob"}, nil},
 		{"login bob\r\n", Command{Kind: CommandLogin, Name: "bob"}, nil},
@@ -99,10 +141,34 @@ func TestParseCommand(t *testing.T) {
 		if err != tt.err || got != tt.want {
 			t.Errorf("ParseCommand(%.40q) = %+.60v, %v; want %+.60v, %v", tt.line, got, err, tt.want, tt.err)
 		}
+		// An error is always one of the three the client prints.
+		if err != nil && err.Error() != "Bad username" && err.Error() != "Invalid command" && err.Error() != "Bad message" {
+			t.Errorf("ParseCommand(%.40q): error %q is not one of SPEC.md", tt.line, err)
+		}
+	}
+}
+
+func TestCommandKindString(t *testing.T) {
+	t.Parallel()
+	for kind, want := range map[CommandKind]string{
+		CommandNone: "none", CommandLogin: "login", CommandList: "list",
+		CommandSendTo: "sendto", CommandLogout: "logout", CommandExit: "exit",
+		CommandKind(99): "none",
+	} {
+		if got := kind.String(); got != want {
+			t.Errorf("CommandKind(%d).String() = %q, want %q", int(kind), got, want)
+		}
+	}
+	// Each command word parses to the kind it names.
+	for _, kind := range []CommandKind{CommandList, CommandLogout, CommandExit} {
+		if cmd, err := ParseCommand(kind.String()); err != nil || cmd.Kind != kind {
+			t.Errorf("ParseCommand(%q) = %v, %v", kind.String(), cmd, err)
+		}
 	}
 }
 
 func TestErrorStrings(t *testing.T) {
+	t.Parallel()
 	// The client prints these exactly (SPEC.md).
 	for err, want := range map[error]string{
 		ErrBadUsername:    "Bad username",
@@ -116,7 +182,13 @@ func TestErrorStrings(t *testing.T) {
 }
 
 func TestValidateNameAndText(t *testing.T) {
-	for _, name := range []string{"a", "Zoë", strings.Repeat("名", 20), "a-b_c.d", "😀"} {
+	t.Parallel()
+	for _, name := range []string{
+		"a", "Zoë", "BoB", "a-b_c.d", "😀", "O'Brien", "\\back",
+		strings.Repeat("n", MaxNameLen),
+		strings.Repeat("名", MaxNameLen),
+		strings.Repeat("😀", MaxNameLen), // 80 bytes
+	} {
 		if err := ValidateName(name); err != nil {
 			t.Errorf("ValidateName(%q) = %v", name, err)
 		}
@@ -124,7 +196,15 @@ func TestValidateNameAndText(t *testing.T) {
 			t.Errorf("validNameBytes(%q) = false", name)
 		}
 	}
-	for _, name := range []string{"", " ", "a b", "a\tb", strings.Repeat("名", 21), "\x00", "a\u2028", "\xc3", "\ufffd", "a\u0085"} {
+	for _, name := range []string{
+		"", " ", "a b", "a\tb", "a\nb", "a\rb", "bob\r\n", "a\u00a0b", "a\u3000", "a\u2028", "a\u0085",
+		"\x00", "\x1b", "a\x7f", "a\u0080", "a\u009b",
+		"\xc3", "\xff", "\xc0\xaf", "\xed\xa0\x80", "\ufffd",
+		strings.Repeat("n", MaxNameLen+1),
+		strings.Repeat("名", MaxNameLen+1),
+		strings.Repeat("😀", MaxNameLen+1),
+		strings.Repeat("😀", MaxNameLen) + "a",
+	} {
 		if err := ValidateName(name); !errors.Is(err, ErrBadUsername) {
 			t.Errorf("ValidateName(%q) = %v, want ErrBadUsername", name, err)
 		}
@@ -132,7 +212,13 @@ func TestValidateNameAndText(t *testing.T) {
 			t.Errorf("validNameBytes(%q) = true", name)
 		}
 	}
-	for _, text := range []string{"", "hi", strings.Repeat("€", MaxTextLen), "\x00\x1b"} {
+	for _, text := range []string{
+		"", "hi", " spaces ", "\x00\x1b\r\n", "\u202e\ufffd",
+		strings.Repeat("x", MaxTextLen),
+		strings.Repeat("é", MaxTextLen),
+		strings.Repeat("€", MaxTextLen),
+		strings.Repeat("😀", MaxTextLen),
+	} {
 		if err := ValidateText(text); err != nil {
 			t.Errorf("ValidateText(%.20q) = %v", text, err)
 		}
@@ -140,7 +226,14 @@ func TestValidateNameAndText(t *testing.T) {
 			t.Errorf("validTextBytes(%.20q) = false", text)
 		}
 	}
-	for _, text := range []string{strings.Repeat("€", MaxTextLen+1), strings.Repeat("x", MaxTextLen+1), "\xff"} {
+	for _, text := range []string{
+		"\xff", "caf\xe9", "\xe2\x82", "\xc0\xaf", "\xed\xa0\x80",
+		strings.Repeat("x", MaxTextLen+1),
+		strings.Repeat("é", MaxTextLen+1),
+		strings.Repeat("€", MaxTextLen+1),
+		strings.Repeat("😀", MaxTextLen+1),
+		strings.Repeat("x", MaxTextLen-1) + "\xff",
+	} {
 		if err := ValidateText(text); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("ValidateText(%.20q) = %v, want ErrBadMessage", text, err)
 		}
@@ -151,11 +244,19 @@ func TestValidateNameAndText(t *testing.T) {
 }
 
 func BenchmarkParseCommand(b *testing.B) {
-	line := "sendto bob " + strings.Repeat("x", 64)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ParseCommand(line); err != nil {
-			b.Fatal(err)
-		}
+	for _, bm := range []struct{ name, line string }{
+		{"sendto", "sendto bob " + strings.Repeat("x", 64)},
+		{"sendto-long", "sendto bob " + strings.Repeat("é", MaxTextLen)},
+		{"login", "login alice\r\n"},
+		{"list", "list"},
+		{"invalid", "login John Doe"},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bm.line)))
+			for b.Loop() {
+				ParseCommand(bm.line)
+			}
+		})
 	}
 }

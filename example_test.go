@@ -2,6 +2,7 @@ package chat_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -10,7 +11,7 @@ import (
 )
 
 // A server and two clients on loopback: alice sends bob a message.
-func Example() {
+func ExampleServer() {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -67,6 +68,44 @@ func ExampleServer_ServeConn() {
 	// Output:
 	// <nil>
 	// [alice] <nil>
+}
+
+// SendTo returns nil once the message is queued for the recipient, a
+// validation error without asking the server, or ErrFailure if the server
+// refuses.
+func ExampleClient_SendTo() {
+	srv := &chat.Server{}
+	defer srv.Close()
+	connect := func(opts ...chat.Option) *chat.Client {
+		clientEnd, serverEnd := net.Pipe()
+		go srv.ServeConn(serverEnd)
+		return chat.NewClient(clientEnd, opts...)
+	}
+	ctx := context.Background()
+	received := make(chan chat.Message, 1)
+	bob := connect(chat.OnMessage(func(m chat.Message) { received <- m }))
+	defer bob.Close()
+	alice := connect()
+	defer alice.Close()
+	if err := bob.Login(ctx, "bob"); err != nil {
+		log.Fatal(err)
+	}
+	if err := alice.Login(ctx, "alice"); err != nil {
+		log.Fatal(err)
+	}
+
+	if err := alice.SendTo(ctx, "bob", "Hi, how are you?"); err == nil {
+		m := <-received
+		fmt.Printf("bob got %q from %s\n", m.Text, m.From)
+	}
+	err := alice.SendTo(ctx, "carol", "hello?")
+	fmt.Println(errors.Is(err, chat.ErrFailure), err)
+	err = alice.SendTo(ctx, "John Doe", "hello?")
+	fmt.Println(errors.Is(err, chat.ErrBadUsername), err)
+	// Output:
+	// bob got "Hi, how are you?" from alice
+	// true chat: failure
+	// true Bad username
 }
 
 func ExampleParseCommand() {

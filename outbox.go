@@ -45,7 +45,7 @@ type outbox struct {
 	room    chan struct{}
 	done    chan struct{} // closed when the connection has been closed
 	wg      sync.WaitGroup
-	onFail  func(error) // called once, from the writer, when a write fails
+	onFail  func(error) // called once, with mu held, when a write fails
 	stats   *counters   // of the connection: frames and bytes out
 }
 
@@ -174,13 +174,14 @@ func (o *outbox) flush() {
 func (o *outbox) failLocked(err error) {
 	// A write fails on its own, or because the connection was closed under
 	// it; only the former is news.
-	failed := !o.closed
+	// onFail runs before the connection is closed: closing it wakes the
+	// reading goroutine, which must then find the reason recorded.
+	if !o.closed && o.onFail != nil {
+		o.onFail(err)
+	}
 	o.writing = false
 	o.closeLocked()
 	o.mu.Unlock()
-	if failed && o.onFail != nil {
-		o.onFail(err)
-	}
 }
 
 func (o *outbox) signalRoom() {

@@ -340,11 +340,12 @@ func (s *Server) ServeConn(nc net.Conn) error {
 //
 //go:noinline
 func (s *Server) refuse(nc net.Conn, err error) error {
-	nc.Close()
 	if err == ErrTooManyConns {
+		// Counted before the close, which the client may see at once.
 		s.events.refused.Add(1)
 		s.log.Warn("connection refused", zap.Stringer("remote", nc.RemoteAddr()), zap.Error(err))
 	}
+	nc.Close()
 	return err
 }
 

@@ -1,11 +1,18 @@
 package chat
 
+// The server rules of SPEC.md, each test written once and run over two
+// transports: net.Pipe pairs served by ServeConn, and loopback TCP served
+// by Serve. Attacks are in hostile_test.go, the optional limits in
+// limits_test.go, nothing-lost under load in stress_test.go.
+
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,62 +22,118 @@ import (
 )
 
 // testTimeout bounds every wait in these tests; a passing run never gets
-// near it.
+// near it. It makes a broken test fail instead of hang.
 const testTimeout = 10 * time.Second
+
+// testServer is a Server under test and the way to reach it.
+type testServer struct {
+	srv *Server
+
+	// dial returns a new connection to the server, closed when the test
+	// ends.
+	dial func() net.Conn
+
+	// stopped waits until the server has stopped serving (after Shutdown
+	// or Close) and returns what it returned: Serve's error over TCP, the
+	// error of every ServeConn over pipes.
+	stopped func() []error
+}
 
 // transport connects clients to a Server: over net.Pipe through ServeConn,
 // or over loopback TCP through Serve.
 type transport struct {
 	name  string
-	start func(t *testing.T, srv *Server) (dial func() net.Conn)
+	start func(t *testing.T, srv *Server) *testServer
 }
 
 var transports = []transport{
-	{"pipe", func(t *testing.T, srv *Server) func() net.Conn {
-		var wg sync.WaitGroup
-		t.Cleanup(func() {
-			srv.Close()
+	{"pipe", startPipe},
+	{"tcp", startTCP},
+}
+
+// startPipe serves srv one net.Pipe at a time, until the test ends.
+func startPipe(t *testing.T, srv *Server) *testServer {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	t.Cleanup(func() {
+		srv.Close()
+		wg.Wait()
+	})
+	wait := func() []error {
+		done := make(chan struct{})
+		go func() {
 			wg.Wait()
-		})
-		return func() net.Conn {
-			client, server := net.Pipe()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(server)
-			}()
-			t.Cleanup(func() { client.Close() })
-			return client
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(testTimeout):
+			t.Fatal("ServeConn did not return")
 		}
-	}},
-	{"tcp", func(t *testing.T, srv *Server) func() net.Conn {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(errs)
+	}
+	dial := func() net.Conn {
+		client, server := net.Pipe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := srv.ServeConn(server)
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
+		t.Cleanup(func() { client.Close() })
+		return client
+	}
+	return &testServer{srv: srv, dial: dial, stopped: wait}
+}
+
+// startTCP serves srv on a loopback listener until the test ends, and then
+// checks that Serve returned ErrServerClosed.
+func startTCP(t *testing.T, srv *Server) *testServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	result := sync.OnceValue(func() error {
+		select {
+		case err := <-served:
+			return err
+		case <-time.After(testTimeout):
+			return errors.New("Serve did not return")
+		}
+	})
+	t.Cleanup(func() {
+		srv.Close()
+		if err := result(); err != ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", l.Addr().String(), testTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(l) }()
-		t.Cleanup(func() {
-			srv.Close()
-			if err := <-served; err != ErrServerClosed {
-				t.Errorf("Serve returned %v, want ErrServerClosed", err)
-			}
-		})
-		return func() net.Conn {
-			c, err := net.Dial("tcp", l.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			return c
-		}
-	}},
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return &testServer{srv: srv, dial: dial, stopped: func() []error { return []error{result()} }}
 }
 
-// forEachTransport runs f as a subtest over each transport.
+// forEachTransport runs f as a parallel subtest over each transport.
 func forEachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
 	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) { f(t, tr) })
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, tr)
+		})
 	}
 }
 
@@ -113,13 +176,19 @@ func (r *raw) tryNext() (Frame, error) {
 	return f, nil
 }
 
+// expect reads a frame that must be the RESPONSE want.
+func (r *raw) expect(want Result) {
+	r.t.Helper()
+	if f := r.next(); f.Type != TypeResponse || f.Result != want {
+		r.t.Fatalf("reply %s, want RESPONSE %v", hostileDescribe(f), want)
+	}
+}
+
 // do sends frame and expects the RESPONSE want.
 func (r *raw) do(frame []byte, want Result) {
 	r.t.Helper()
 	r.send(frame)
-	if f := r.next(); f.Type != TypeResponse || f.Result != want {
-		r.t.Fatalf("reply %v %v, want RESPONSE %v", f.Type, f.Result, want)
-	}
+	r.expect(want)
 }
 
 func (r *raw) list() []string {
@@ -127,32 +196,45 @@ func (r *raw) list() []string {
 	r.send(AppendList(nil))
 	f := r.next()
 	if f.Type != TypeNames {
-		r.t.Fatalf("reply to list: %v %v", f.Type, f.Result)
+		r.t.Fatalf("reply to list: %s", hostileDescribe(f))
 	}
-	names := []string{}
-	for rest := f.Names; len(rest) > 0; {
-		name, r, _ := NextName(rest)
-		names, rest = append(names, string(name)), r
-	}
-	return names
+	return hostileNames(f.Names)
 }
 
 func (r *raw) expectMessage(from, text string) {
 	r.t.Helper()
 	if f := r.next(); f.Type != TypeMessage || string(f.Name) != from || string(f.Text) != text {
-		r.t.Fatalf("got %v from %q: %q; want a message from %q: %q", f.Type, f.Name, f.Text, from, text)
+		r.t.Fatalf("got %.60s; want a message from %q: %.40q", hostileDescribe(f), from, text)
 	}
 }
 
+// expectInAnyOrder reads as many frames as want, which must be those
+// described (see hostileDescribe) in any order: a sendto to oneself gets
+// its reply and the message in an order not fixed.
+func (r *raw) expectInAnyOrder(want ...string) {
+	r.t.Helper()
+	var got []string
+	for range want {
+		got = append(got, hostileDescribe(r.next()))
+	}
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		r.t.Fatalf("got %q, want %q in any order", got, want)
+	}
+}
+
+// expectEOF reads frames until the server closes the connection, and fails
+// the test if it does not.
 func (r *raw) expectEOF() {
 	r.t.Helper()
 	for {
 		_, err := r.tryNext()
-		if err == nil {
+		if err == nil || errors.Is(err, ErrMalformedFrame) {
 			continue
 		}
-		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
-			r.t.Fatalf("want the connection closed, got %v", err)
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isReset(err) {
+			r.t.Fatalf("want the connection closed by the server, got %v", err)
 		}
 		return
 	}
@@ -172,151 +254,408 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestServerRules(t *testing.T) {
+func TestServerLogin(t *testing.T) {
+	t.Parallel()
 	forEachTransport(t, func(t *testing.T, tr transport) {
-		dial := tr.start(t, &Server{})
-		a, b := newRaw(t, dial()), newRaw(t, dial())
+		ts := tr.start(t, &Server{})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
 
-		if got := a.list(); len(got) != 0 {
-			t.Fatalf("list before any login: %q", got)
-		}
-		a.do(AppendSendTo(nil, "bob", "hi"), ResultFailure) // not logged in
-		a.do(AppendLogout(nil), ResultFailure)              // not logged in
 		a.do(AppendLogin(nil, "alice"), ResultOK)
-		a.do(AppendLogin(nil, "bob"), ResultFailure)   // already logged in
-		b.do(AppendLogin(nil, "alice"), ResultFailure) // taken
-		b.do(AppendLogin(nil, "Alice"), ResultOK)      // case sensitive
+		a.do(AppendLogin(nil, "bob"), ResultFailure)   // this connection is logged in
+		a.do(AppendLogin(nil, "alice"), ResultFailure) // even under the same name
+		b.do(AppendLogin(nil, "alice"), ResultFailure) // taken on another connection
+		b.do(AppendLogin(nil, "Alice"), ResultOK)      // names are case sensitive
 		b.do(AppendLogout(nil), ResultOK)
-		for _, bad := range []string{"", "b b", strings.Repeat("x", 21), "\x1b", "\xff"} {
+
+		// Names that break the rules, sent as raw frames.
+		for _, bad := range []string{
+			"", " ", "b b", "b\tb", "bob\n", "\x1b[31m", "bo\x7fb", "bo\u00a0b", "a\u2028",
+			"\xff", "caf\xe9", "\ufffd",
+			strings.Repeat("x", MaxNameLen+1),
+			strings.Repeat("名", MaxNameLen+1),
+		} {
 			b.do(AppendLogin(nil, bad), ResultFailure)
 		}
-		b.do(AppendLogin(nil, "bob"), ResultOK)
-		if got := b.list(); !slices.Equal(got, []string{"alice", "bob"}) {
-			t.Fatalf("list = %q", got)
-		}
-
-		a.do(AppendSendTo(nil, "bob", "Hi, how are you?"), ResultOK)
-		b.expectMessage("alice", "Hi, how are you?")
-		b.do(AppendSendTo(nil, "alice", "  Fine  "), ResultOK)
-		a.expectMessage("bob", "  Fine  ")
-		a.do(AppendSendTo(nil, "carol", "hi"), ResultFailure)                     // no such user
-		a.do(AppendSendTo(nil, "bob", "caf\xe9"), ResultFailure)                  // invalid UTF-8
-		a.do(AppendSendTo(nil, "bob", strings.Repeat("€", 65536)), ResultFailure) // too long
-		a.do(AppendSendTo(nil, "bob", strings.Repeat("€", 65535)), ResultOK)
-		b.expectMessage("alice", strings.Repeat("€", 65535))
-
-		// To oneself: Success and the message, in either order.
-		a.send(AppendSendTo(nil, "alice", "me"))
-		f1, f2 := a.next(), a.next()
-		if f1.Type == TypeMessage {
-			f1, f2 = f2, f1
-		}
-		if f1.Type != TypeResponse || f1.Result != ResultOK || f2.Type != TypeMessage || string(f2.Text) != "me" {
-			t.Fatalf("sendto self: %v %v, %v %q", f1.Type, f1.Result, f2.Type, f2.Text)
-		}
-
-		// Malformed frames are answered and the connection goes on.
-		for _, body := range [][]byte{{0x7f}, {0x02, 1}, {0x01, 9, 'a'}, {0x81, 0}, {0x83, 1, 'a'}, {}} {
-			a.do(withBody(body...), ResultMalformed)
-		}
-		if got := a.list(); !slices.Equal(got, []string{"alice", "bob"}) {
-			t.Fatalf("list after malformed frames = %q", got)
-		}
-
-		// Logout keeps the connection; the name is free again.
-		b.do(AppendLogout(nil), ResultOK)
-		a.do(AppendSendTo(nil, "bob", "there?"), ResultFailure)
 		if got := b.list(); !slices.Equal(got, []string{"alice"}) {
-			t.Fatalf("list after logout = %q", got)
+			t.Fatalf("list after refused logins = %q, want [alice]", got)
 		}
-		b.do(AppendLogin(nil, "bob"), ResultOK)
-
-		// A connection that closes is logged out.
-		b.c.Close()
-		eventually(t, "bob logged out after closing", func() bool { return !slices.Contains(a.list(), "bob") })
-
-		// Replies come in the order of the requests, even pipelined.
-		var batch []byte
-		for range 50 {
-			batch = AppendList(batch)
-			batch = AppendSendTo(batch, "nobody", "x")
-		}
-		a.send(batch)
-		for i := range 100 {
-			f := a.next()
-			if want := []FrameType{TypeNames, TypeResponse}[i%2]; f.Type != want {
-				t.Fatalf("reply %d: %v, want %v", i, f.Type, want)
+		// 20 characters are fine, however many bytes they take.
+		for _, good := range []string{strings.Repeat("x", MaxNameLen), strings.Repeat("名", MaxNameLen), strings.Repeat("😀", MaxNameLen)} {
+			b.do(AppendLogin(nil, good), ResultOK)
+			if got := b.list(); !slices.Equal(got, []string{"alice", good}) {
+				t.Fatalf("list = %q, want [alice %s]", got, good)
 			}
+			b.do(AppendLogout(nil), ResultOK)
 		}
 
-		// A length beyond the limit: answered, then the connection closes.
-		a.send([]byte{0x7f, 0xff, 0xff, 0xff})
-		if f := a.next(); f.Type != TypeResponse || f.Result != ResultMalformed {
-			t.Fatalf("reply to an oversize frame: %v %v", f.Type, f.Result)
-		}
-		a.expectEOF()
+		// A closed connection is logged out: its name is free again.
+		a.c.Close()
+		eventually(t, "alice logged out after closing", func() bool { return !slices.Contains(b.list(), "alice") })
+		b.do(AppendLogin(nil, "alice"), ResultOK)
 	})
 }
 
-func TestServerCallbacks(t *testing.T) {
+func TestServerList(t *testing.T) {
+	t.Parallel()
 	forEachTransport(t, func(t *testing.T, tr transport) {
-		var mu sync.Mutex
-		var events []string
-		record := func(s string) {
-			mu.Lock()
-			events = append(events, s)
-			mu.Unlock()
+		ts := tr.start(t, &Server{})
+		asker := newRaw(t, ts.dial())
+		if got := asker.list(); got == nil || len(got) != 0 {
+			t.Fatalf("list with nobody logged in = %q, want []", got)
 		}
-		logouts := make(chan error, 10)
-		srv := &Server{
+		// Logged in out of order; listed in byte order (upper case and
+		// digits before lower case, multibyte letters last).
+		logins := []string{"bob", "Zoë", "alice", "Émile", "_x", "9lives", "Bob"}
+		users := make(map[string]*raw)
+		for _, name := range logins {
+			users[name] = newRaw(t, ts.dial())
+			users[name].do(AppendLogin(nil, name), ResultOK)
+		}
+		want := []string{"9lives", "Bob", "Zoë", "_x", "alice", "bob", "Émile"}
+		if !slices.IsSorted(want) {
+			t.Fatal("the expected list is not sorted")
+		}
+		if got := asker.list(); !slices.Equal(got, want) { // asker is not logged in
+			t.Fatalf("list = %q, want %q", got, want)
+		}
+		if got := users["bob"].list(); !slices.Equal(got, want) {
+			t.Fatalf("list asked by bob = %q, want %q", got, want)
+		}
+		users["alice"].do(AppendLogout(nil), ResultOK)
+		want = slices.DeleteFunc(want, func(s string) bool { return s == "alice" })
+		if got := asker.list(); !slices.Equal(got, want) {
+			t.Fatalf("list after alice logged out = %q, want %q", got, want)
+		}
+	})
+}
+
+func TestServerSendTo(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		ts := tr.start(t, &Server{})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+
+		// Delivered with the sender's name, the text exactly as sent.
+		for _, text := range []string{
+			"Hi, how are you?",
+			"  spaces  kept  ",
+			"",
+			"tab\there, \x1b[31mescapes\x1b[0m are the client's business",
+			"名前 😀 \u202e",
+			strings.Repeat("€", MaxTextLen), // the longest, in 3-byte characters
+		} {
+			a.do(AppendSendTo(nil, "bob", text), ResultOK)
+			b.expectMessage("alice", text)
+		}
+		b.do(AppendSendTo(nil, "alice", "Fine"), ResultOK)
+		a.expectMessage("bob", "Fine")
+
+		// Refused: no such user, a name differing in case, texts that
+		// break the rules. Nothing is delivered.
+		a.do(AppendSendTo(nil, "carol", "hi"), ResultFailure)
+		a.do(AppendSendTo(nil, "Bob", "hi"), ResultFailure)
+		a.do(AppendSendTo(nil, "", "hi"), ResultFailure)
+		a.do(AppendSendTo(nil, "bob", "caf\xe9"), ResultFailure)
+		a.do(AppendSendTo(nil, "bob", strings.Repeat("x", MaxTextLen+1)), ResultFailure)
+		a.do(AppendSendTo(nil, "bob", strings.Repeat("€", MaxTextLen+1)), ResultFailure)
+		// Bob's next frame is the reply to his own request: nothing refused
+		// reached him.
+		b.do(AppendSendTo(nil, "alice", "after the refusals"), ResultOK)
+		a.expectMessage("bob", "after the refusals")
+
+		// To oneself: Success and the message, in either order.
+		a.send(AppendSendTo(nil, "alice", "me"))
+		a.expectInAnyOrder("RESPONSE Success", "SENDTO alice: me")
+
+		// Messages from one sender to one recipient arrive in order, and
+		// replies come in the order of the requests, even pipelined.
+		const n = 200
+		var batch []byte
+		for i := range n {
+			batch = AppendSendTo(batch, "bob", strconv.Itoa(i))
+			batch = AppendSendTo(batch, "nobody", "x")
+			batch = AppendList(batch)
+		}
+		a.send(batch)
+		for i := range n {
+			a.expect(ResultOK)
+			a.expect(ResultFailure)
+			if f := a.next(); f.Type != TypeNames {
+				t.Fatalf("reply %d: %s, want LIST", 3*i+2, hostileDescribe(f))
+			}
+		}
+		for i := range n {
+			b.expectMessage("alice", strconv.Itoa(i))
+		}
+	})
+}
+
+func TestServerBeforeLogin(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		ts := tr.start(t, &Server{})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+		a.do(AppendSendTo(nil, "bob", "hi"), ResultFailure)
+		a.do(AppendLogout(nil), ResultFailure)
+		if got := a.list(); !slices.Equal(got, []string{"bob"}) { // list needs no login
+			t.Fatalf("list = %q", got)
+		}
+		// Bob got nothing: his next frame is the reply to his own request.
+		if got := b.list(); !slices.Equal(got, []string{"bob"}) {
+			t.Fatalf("list = %q", got)
+		}
+	})
+}
+
+func TestServerLogoutRelogin(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		ts := tr.start(t, &Server{})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+
+		b.do(AppendLogout(nil), ResultOK)
+		b.do(AppendLogout(nil), ResultFailure)               // not logged in any more
+		b.do(AppendSendTo(nil, "alice", "x"), ResultFailure) // nor can send
+		a.do(AppendSendTo(nil, "bob", "there?"), ResultFailure)
+		if got := b.list(); !slices.Equal(got, []string{"alice"}) { // still connected
+			t.Fatalf("list after logout = %q", got)
+		}
+
+		// The same connection logs in again, under another name, then its own.
+		b.do(AppendLogin(nil, "robert"), ResultOK)
+		a.do(AppendSendTo(nil, "robert", "hi robert"), ResultOK)
+		b.expectMessage("alice", "hi robert")
+		b.do(AppendLogout(nil), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+		a.do(AppendSendTo(nil, "robert", "gone?"), ResultFailure)
+		a.do(AppendSendTo(nil, "bob", "back"), ResultOK)
+		b.expectMessage("alice", "back")
+		if got := a.list(); !slices.Equal(got, []string{"alice", "bob"}) {
+			t.Fatalf("list = %q", got)
+		}
+	})
+}
+
+func TestServerMalformed(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		ts := tr.start(t, &Server{})
+		a := newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		for _, tt := range []struct {
+			what string
+			body []byte
+		}{
+			{"empty body", nil},
+			{"unknown type", []byte{0x7f}},
+			{"type 0", []byte{0x00}},
+			{"list with a payload", []byte{0x02, 0}},
+			{"logout with a payload", []byte{0x04, 'x'}},
+			{"login without a name length", []byte{0x01}},
+			{"login name beyond the frame", []byte{0x01, 9, 'a'}},
+			{"login with bytes after the name", []byte{0x01, 1, 'a', 'b'}},
+			{"sendto without a name length", []byte{0x03}},
+			{"sendto name beyond the frame", []byte{0x03, 200, 'b', 'o', 'b'}},
+			{"server RESPONSE", []byte{0x81, 0}},
+			{"server LIST", []byte{0x82}},
+			{"server SENDTO", []byte{0x83, 1, 'a'}},
+		} {
+			a.send(withBody(tt.body...))
+			if f := a.next(); f.Type != TypeResponse || f.Result != ResultMalformed {
+				t.Fatalf("%s: reply %s, want RESPONSE Malformed packet", tt.what, hostileDescribe(f))
+			}
+		}
+		// The connection goes on, still logged in, the stream in step.
+		if got := a.list(); !slices.Equal(got, []string{"alice"}) {
+			t.Fatalf("list after malformed frames = %q", got)
+		}
+		a.send(AppendSendTo(nil, "alice", "still here"))
+		a.expectInAnyOrder("RESPONSE Success", "SENDTO alice: still here")
+		if st := ts.srv.Stats(); st.FramesIn["malformed"] != 13 {
+			t.Errorf("Stats().FramesIn[malformed] = %d, want 13", st.FramesIn["malformed"])
+		}
+	})
+}
+
+// TestServerOversize: a length beyond MaxFrameSize is answered Malformed
+// packet and closes that one connection; a frame of exactly MaxFrameSize is
+// served.
+func TestServerOversize(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		const max = 1024
+		ts := tr.start(t, &Server{MaxFrameSize: max})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+
+		text := strings.Repeat("x", max-1-1-len("bob")) // type, name length, name
+		frame := AppendSendTo(nil, "bob", text)
+		if len(frame) != HeaderSize+max {
+			t.Fatalf("frame of %d bytes, want %d", len(frame), HeaderSize+max)
+		}
+		a.do(frame, ResultOK)
+		b.expectMessage("alice", text)
+
+		a.send(hostileHeader(max + 1))
+		a.expect(ResultMalformed)
+		a.expectEOF()
+
+		// Only that connection: bob goes on, and alice is logged out.
+		eventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
+		b.send(AppendSendTo(nil, "bob", "ok"))
+		b.expectInAnyOrder("RESPONSE Success", "SENDTO bob: ok")
+		if st := ts.srv.Stats(); st.FramesTooLarge != 1 {
+			t.Errorf("Stats().FramesTooLarge = %d, want 1", st.FramesTooLarge)
+		}
+	})
+}
+
+func TestServerFilters(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		type loginAsk struct {
+			conn net.Conn
+			name string
+		}
+		logins := make(chan loginAsk, 10)
+		messages := make(chan [3]string, 10)
+		ts := tr.start(t, &Server{
 			AllowLogin: func(conn net.Conn, name string) error {
-				if conn == nil {
-					t.Error("AllowLogin without the connection")
-				}
+				logins <- loginAsk{conn, name}
 				if name == "mallory" {
 					return errors.New("banned")
 				}
 				return nil
 			},
 			AllowMessage: func(from, to, text string) error {
-				if text == "spam" {
+				messages <- [3]string{from, to, text}
+				if strings.Contains(text, "spam") {
 					return errors.New("spam")
 				}
 				return nil
 			},
-			OnLogin:   func(_ net.Conn, name string) { record("login " + name) },
-			OnMessage: func(from, to, text string) { record("message " + from + " " + to + " " + text) },
-			OnLogout: func(_ net.Conn, name string, err error) {
-				record("logout " + name)
-				logouts <- err
-			},
-		}
-		dial := tr.start(t, srv)
-		a, b := newRaw(t, dial()), newRaw(t, dial())
+		})
+		ac, bc := ts.dial(), ts.dial()
+		a, b := newRaw(t, ac), newRaw(t, bc)
+
 		a.do(AppendLogin(nil, "mallory"), ResultFailure)
+		if got := <-logins; got.name != "mallory" || got.conn == nil || got.conn.RemoteAddr().String() != ac.LocalAddr().String() {
+			t.Errorf("AllowLogin(conn, %q), want alice's connection and mallory", got.name)
+		}
+		if got := b.list(); len(got) != 0 {
+			t.Errorf("list after a vetoed login = %q", got)
+		}
 		a.do(AppendLogin(nil, "alice"), ResultOK)
+		<-logins
 		b.do(AppendLogin(nil, "bob"), ResultOK)
-		a.do(AppendSendTo(nil, "bob", "spam"), ResultFailure)
-		a.do(AppendSendTo(nil, "bob", "ham"), ResultOK)
-		b.expectMessage("alice", "ham")
-		b.do(AppendLogout(nil), ResultOK)
-		if err := <-logouts; err != nil {
-			t.Errorf("OnLogout after a logout request: %v, want nil", err)
-		}
-		a.c.Close()
+		<-logins
+
+		// Filters see only requests that pass the rules.
+		a.do(AppendLogin(nil, "again"), ResultFailure)        // already logged in
+		b.do(AppendSendTo(nil, "carol", "hi"), ResultFailure) // no recipient
 		select {
-		case err := <-logouts:
-			if err != io.EOF {
-				t.Errorf("OnLogout after the client closed: %v, want io.EOF", err)
-			}
-		case <-time.After(testTimeout):
-			t.Fatal("no OnLogout after the client closed")
+		case got := <-logins:
+			t.Errorf("AllowLogin called for a login already refused: %q", got.name)
+		case got := <-messages:
+			t.Errorf("AllowMessage called for a message already refused: %q", got)
+		default:
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		want := []string{"login alice", "login bob", "message alice bob ham", "logout bob", "logout alice"}
-		if !slices.Equal(events, want) {
-			t.Errorf("events %q, want %q", events, want)
+
+		a.do(AppendSendTo(nil, "bob", "buy spam"), ResultFailure)
+		if got, want := <-messages, [3]string{"alice", "bob", "buy spam"}; got != want {
+			t.Errorf("AllowMessage%q, want %q", got, want)
+		}
+		a.do(AppendSendTo(nil, "bob", "ham"), ResultOK)
+		<-messages
+		b.expectMessage("alice", "ham") // and not the spam
+		if st := ts.srv.Stats(); st.Failures["vetoed"] != 2 {
+			t.Errorf("Stats().Failures[vetoed] = %d, want 2", st.Failures["vetoed"])
+		}
+	})
+}
+
+func TestServerHooks(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		type event struct {
+			what string
+			conn net.Conn
+			err  error
+		}
+		events := make(chan event, 20)
+		ts := tr.start(t, &Server{
+			OnLogin: func(conn net.Conn, name string) {
+				events <- event{what: "login " + name, conn: conn}
+			},
+			OnMessage: func(from, to, text string) {
+				events <- event{what: "message " + from + " " + to + " " + text}
+			},
+			OnLogout: func(conn net.Conn, name string, err error) {
+				events <- event{what: "logout " + name, conn: conn, err: err}
+			},
+		})
+		next := func(want string) event {
+			t.Helper()
+			select {
+			case e := <-events:
+				if e.what != want {
+					t.Fatalf("event %q, want %q", e.what, want)
+				}
+				return e
+			case <-time.After(testTimeout):
+				t.Fatalf("no event %q", want)
+				return event{}
+			}
+		}
+		ac, bc := ts.dial(), ts.dial()
+		a, b := newRaw(t, ac), newRaw(t, bc)
+
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		aliceConn := next("login alice").conn
+		if aliceConn == nil {
+			t.Fatal("OnLogin got a nil connection")
+		}
+		if aliceConn.RemoteAddr().String() != ac.LocalAddr().String() {
+			t.Errorf("OnLogin got a connection from %v, want alice's (%v)", aliceConn.RemoteAddr(), ac.LocalAddr())
+		}
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+		bobConn := next("login bob").conn
+		if bobConn == aliceConn {
+			t.Error("OnLogin got the same connection for alice and bob")
+		}
+
+		// Refused requests call no hook.
+		b.do(AppendLogin(nil, "bobby"), ResultFailure)
+		a.do(AppendSendTo(nil, "carol", "x"), ResultFailure)
+		a.do(AppendSendTo(nil, "bob", "hi there"), ResultOK)
+		next("message alice bob hi there")
+		b.expectMessage("alice", "hi there")
+
+		// A logout request: err is nil.
+		b.do(AppendLogout(nil), ResultOK)
+		if e := next("logout bob"); e.err != nil || e.conn != bobConn {
+			t.Errorf("OnLogout after a logout request: %v (bob's connection: %t), want nil", e.err, e.conn == bobConn)
+		}
+		b.c.Close() // logged out already: no second OnLogout
+
+		// A disconnect: err is io.EOF.
+		a.c.Close()
+		if e := next("logout alice"); e.err != io.EOF || e.conn != aliceConn {
+			t.Errorf("OnLogout after the client closed: %v (alice's connection: %t), want io.EOF", e.err, e.conn == aliceConn)
+		}
+
+		// Once the server has stopped, every hook has been called.
+		ts.srv.Close()
+		ts.stopped()
+		close(events)
+		for e := range events {
+			t.Errorf("unexpected event %q", e.what)
 		}
 	})
 }
@@ -325,48 +664,50 @@ func TestServerCallbacks(t *testing.T) {
 // senders get Failure once its queue is full, and after WriteTimeout it is
 // dropped and logged out.
 func TestServerSlowRecipient(t *testing.T) {
+	t.Parallel()
 	forEachTransport(t, func(t *testing.T, tr transport) {
 		logouts := make(chan error, 1)
 		srv := &Server{
 			Logger:       zaptest.NewLogger(t),
 			QueueSize:    64 << 10,
-			WriteTimeout: 100 * time.Millisecond,
+			WriteTimeout: 250 * time.Millisecond, // short, yet long for a client that reads
 			OnLogout: func(_ net.Conn, name string, err error) {
 				if name == "sink" {
 					logouts <- err
 				}
 			},
 		}
-		dial := tr.start(t, srv)
-		sink, a, b := newRaw(t, dial()), newRaw(t, dial()), newRaw(t, dial())
+		ts := tr.start(t, srv)
+		sink, a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial()), newRaw(t, ts.dial())
 		sink.do(AppendLogin(nil, "sink"), ResultOK)
 		a.do(AppendLogin(nil, "alice"), ResultOK)
 		b.do(AppendLogin(nil, "bob"), ResultOK)
 
 		// The sink reads nothing from here on. Alice sends until refused;
-		// every request is answered.
+		// every request is answered, and others chat on meanwhile.
 		text := strings.Repeat("x", 30000)
-		refused := 0
-		for sent := 0; refused == 0; sent++ {
-			if sent > 10000 {
-				t.Fatal("10,000 messages of 30 KB queued for a client that reads nothing")
+		for sent := 0; ; sent++ {
+			if sent > 2000 {
+				t.Fatal("60 MB queued for a client that reads nothing")
 			}
 			a.send(AppendSendTo(nil, "sink", text))
-			if f := a.next(); f.Result == ResultFailure {
-				refused++
+			if f := a.next(); f.Type != TypeResponse {
+				t.Fatalf("reply %s", hostileDescribe(f))
+			} else if f.Result == ResultFailure {
+				break
 			}
-			// Others chat on meanwhile.
 			b.do(AppendSendTo(nil, "alice", "still here"), ResultOK)
 			a.expectMessage("bob", "still here")
 		}
 		select {
 		case err := <-logouts:
-			if !strings.Contains(err.Error(), "slow consumer") {
+			if !errors.Is(err, errSlowConsumer) {
 				t.Errorf("the sink was logged out with %v, want a slow consumer", err)
 			}
 		case <-time.After(testTimeout):
 			t.Fatal("the sink was not dropped")
 		}
+		sink.expectEOF()
 		a.do(AppendSendTo(nil, "sink", "gone?"), ResultFailure)
 		if got := a.list(); !slices.Equal(got, []string{"alice", "bob"}) {
 			t.Errorf("list = %q", got)
@@ -377,104 +718,279 @@ func TestServerSlowRecipient(t *testing.T) {
 	})
 }
 
-func TestServerMaxConns(t *testing.T) {
-	srv := &Server{MaxConns: 1}
-	defer srv.Close()
-	c1, s1 := net.Pipe()
-	defer c1.Close()
-	done := make(chan error, 1)
-	go func() { done <- srv.ServeConn(s1) }()
-	r := newRaw(t, c1)
-	r.do(AppendLogin(nil, "alice"), ResultOK) // the first is being served
+// TestServerQueueFull: with a WriteTimeout longer than the test, a
+// recipient that does not read keeps its connection; messages beyond its
+// queue are refused, and once it reads it gets every message accepted, in
+// order.
+func TestServerQueueFull(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		srv := &Server{QueueSize: 100 << 10, WriteTimeout: 10 * time.Minute}
+		ts := tr.start(t, srv)
+		sink, a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		sink.do(AppendLogin(nil, "sink"), ResultOK)
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
 
-	c2, s2 := net.Pipe()
-	defer c2.Close()
-	if err := srv.ServeConn(s2); err != ErrTooManyConns {
-		t.Fatalf("second connection: %v, want ErrTooManyConns", err)
-	}
-	if _, err := c2.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("the refused connection reads %v, want io.EOF", err)
-	}
-	r.do(AppendLogout(nil), ResultOK) // the first goes on
-	c1.Close()
-	if err := <-done; err != nil {
-		t.Errorf("ServeConn after the client closed: %v, want nil", err)
-	}
-	if st := srv.Stats(); st.ConnsRefused != 1 {
-		t.Errorf("ConnsRefused = %d, want 1", st.ConnsRefused)
-	}
-}
-
-// TestServerShutdownFlushes: replies owed when Shutdown is called are
-// delivered before the connection closes.
-func TestServerShutdownFlushes(t *testing.T) {
-	loggedIn := make(chan struct{})
-	srv := &Server{OnLogin: func(net.Conn, string) { close(loggedIn) }}
-	c, s := net.Pipe()
-	defer c.Close()
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeConn(s) }()
-	r := newRaw(t, c)
-	r.send(AppendLogin(nil, "alice")) // the reply cannot be written: nobody reads yet
-	<-loggedIn
-
-	shut := make(chan error, 1)
-	go func() { shut <- srv.Shutdown(context.Background()) }()
-	if f := r.next(); f.Type != TypeResponse || f.Result != ResultOK {
-		t.Fatalf("the owed reply: %v %v", f.Type, f.Result)
-	}
-	r.expectEOF()
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
-	if err := <-served; err != ErrServerClosed {
-		t.Errorf("ServeConn: %v, want ErrServerClosed", err)
-	}
-	if err := srv.ServeConn(s); err != ErrServerClosed {
-		t.Errorf("ServeConn after Shutdown: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(l); err != ErrServerClosed {
-		t.Errorf("Serve after Shutdown: %v", err)
-	}
-	if err := srv.ListenAndServe("127.0.0.1:0"); err != ErrServerClosed {
-		t.Errorf("ListenAndServe after Shutdown: %v", err)
-	}
-	if err := srv.Close(); err != nil {
-		t.Errorf("Close after Shutdown: %v", err)
-	}
-}
-
-// TestServerShutdownDeadline: a Shutdown whose context ends first closes
-// what is left and returns the context's error.
-func TestServerShutdownDeadline(t *testing.T) {
-	loggedIn := make(chan struct{})
-	srv := &Server{OnLogin: func(net.Conn, string) { close(loggedIn) }}
-	c, s := net.Pipe()
-	defer c.Close()
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeConn(s) }()
-	newRaw(t, c).send(AppendLogin(nil, "alice")) // and never read the reply
-	<-loggedIn
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := srv.Shutdown(ctx); err != context.Canceled {
-		t.Errorf("Shutdown: %v, want context.Canceled", err)
-	}
-	if err := <-served; err != ErrServerClosed {
-		t.Errorf("ServeConn: %v", err)
-	}
-	for range 2 {
-		if err := srv.Close(); err != nil {
-			t.Errorf("Close: %v", err)
+		text := strings.Repeat("y", 40000)
+		accepted := 0
+		for {
+			if accepted > 2000 {
+				t.Fatal("80 MB queued for a client that reads nothing")
+			}
+			a.send(AppendSendTo(nil, "sink", fmt.Sprintf("%06d%s", accepted, text)))
+			if f := a.next(); f.Type != TypeResponse {
+				t.Fatalf("reply %s", hostileDescribe(f))
+			} else if f.Result == ResultFailure {
+				break
+			}
+			accepted++
 		}
+		st := srv.Stats()
+		if st.Failures["queue_full"] != 1 || st.SlowConsumers != 0 {
+			t.Errorf("Failures[queue_full] = %d, SlowConsumers = %d; want 1, 0", st.Failures["queue_full"], st.SlowConsumers)
+		}
+		// Nobody else is held up, and the sink is still there.
+		b.do(AppendSendTo(nil, "alice", "not blocked"), ResultOK)
+		a.expectMessage("bob", "not blocked")
+		if got := b.list(); !slices.Equal(got, []string{"alice", "bob", "sink"}) {
+			t.Errorf("list = %q", got)
+		}
+
+		for i := range accepted {
+			sink.expectMessage("alice", fmt.Sprintf("%06d%s", i, text))
+		}
+		a.do(AppendSendTo(nil, "sink", "room again"), ResultOK)
+		sink.expectMessage("alice", "room again")
+	})
+}
+
+// TestServerMaxConns: connections beyond MaxConns are closed at once
+// (ServeConn returns ErrTooManyConns); a place that frees up is taken
+// again.
+func TestServerMaxConns(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		ts := tr.start(t, &Server{MaxConns: 2})
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK) // both are being served
+
+		newRaw(t, ts.dial()).expectEOF()
+		c, s := net.Pipe()
+		defer c.Close()
+		if err := ts.srv.ServeConn(s); err != ErrTooManyConns {
+			t.Fatalf("ServeConn beyond MaxConns: %v, want ErrTooManyConns", err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("the refused connection reads %v, want io.EOF", err)
+		}
+		a.do(AppendSendTo(nil, "bob", "unaffected"), ResultOK)
+		b.expectMessage("alice", "unaffected")
+
+		b.c.Close()
+		hostileEventually(t, "one connection left", func() bool { return ts.srv.Stats().Conns == 1 })
+		newRaw(t, ts.dial()).do(AppendLogin(nil, "carol"), ResultOK)
+		if st := ts.srv.Stats(); st.ConnsRefused != 2 || st.ConnsAccepted != 3 {
+			t.Errorf("ConnsRefused = %d, ConnsAccepted = %d; want 2, 3", st.ConnsRefused, st.ConnsAccepted)
+		}
+	})
+}
+
+// TestServerShutdown: Shutdown stops reading, writes every reply and
+// message already owed, then closes the connections; Serve and ServeConn
+// return ErrServerClosed, and so does every later call to serve.
+func TestServerShutdown(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		const n, size = 200, 40000 // 8 MB: more than loopback buffers take from a reader that reads nothing
+		relayed := make(chan struct{}, n)
+		srv := &Server{
+			QueueSize:    2 * n * size,
+			WriteTimeout: 10 * time.Minute,
+			OnMessage:    func(string, string, string) { relayed <- struct{}{} },
+		}
+		ts := tr.start(t, srv)
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+
+		// Alice sends without reading the replies; bob reads nothing.
+		var batch []byte
+		text := strings.Repeat("z", size)
+		for i := range n {
+			batch = AppendSendTo(batch, "bob", fmt.Sprintf("%03d%s", i, text))
+		}
+		a.send(batch)
+		for range n {
+			select {
+			case <-relayed:
+			case <-time.After(testTimeout):
+				t.Fatal("messages not relayed")
+			}
+		}
+
+		shut := make(chan error, 1)
+		go func() { shut <- srv.Shutdown(context.Background()) }()
+		for i := range n {
+			b.expectMessage("alice", fmt.Sprintf("%03d%s", i, text))
+		}
+		b.expectEOF()
+		for range n {
+			a.expect(ResultOK)
+		}
+		a.expectEOF()
+		select {
+		case err := <-shut:
+			if err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("Shutdown did not return")
+		}
+		for _, err := range ts.stopped() {
+			if err != ErrServerClosed {
+				t.Errorf("Serve or ServeConn returned %v, want ErrServerClosed", err)
+			}
+		}
+
+		// Closed for good.
+		_, s := net.Pipe()
+		if err := srv.ServeConn(s); err != ErrServerClosed {
+			t.Errorf("ServeConn after Shutdown: %v", err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Serve(l); err != ErrServerClosed {
+			t.Errorf("Serve after Shutdown: %v", err)
+		}
+		if _, err := l.Accept(); err == nil {
+			t.Error("Serve left its listener open")
+		}
+		if err := srv.ListenAndServe("127.0.0.1:0"); err != ErrServerClosed {
+			t.Errorf("ListenAndServe after Shutdown: %v", err)
+		}
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Errorf("a second Shutdown: %v", err)
+		}
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close after Shutdown: %v", err)
+		}
+	})
+}
+
+// TestServerShutdownContext: a Shutdown whose context ends before the
+// connections are done closes them at once and returns the context's
+// error.
+func TestServerShutdownContext(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
+	}{
+		{"expired", func() (context.Context, context.CancelFunc) {
+			return context.WithDeadline(context.Background(), time.Unix(1, 0))
+		}, context.DeadlineExceeded},
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			forEachTransport(t, func(t *testing.T, tr transport) {
+				// A filter that holds alice's request keeps her connection
+				// from finishing until the test lets it go.
+				entered, release := make(chan struct{}), make(chan struct{})
+				srv := &Server{AllowMessage: func(string, string, string) error {
+					close(entered)
+					<-release
+					return nil
+				}}
+				ts := tr.start(t, srv)
+				a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+				a.do(AppendLogin(nil, "alice"), ResultOK)
+				b.do(AppendLogin(nil, "bob"), ResultOK)
+				a.send(AppendSendTo(nil, "bob", "held"))
+				<-entered
+
+				ctx, cancel := tt.ctx()
+				defer cancel()
+				shut := make(chan error, 1)
+				go func() { shut <- srv.Shutdown(ctx) }()
+				// Shutdown gives up waiting and closes the connections.
+				a.expectEOF()
+				b.expectEOF()
+				close(release)
+				select {
+				case err := <-shut:
+					if err != tt.want {
+						t.Errorf("Shutdown: %v, want %v", err, tt.want)
+					}
+				case <-time.After(testTimeout):
+					t.Fatal("Shutdown did not return")
+				}
+				for _, err := range ts.stopped() {
+					if err != ErrServerClosed {
+						t.Errorf("Serve or ServeConn returned %v, want ErrServerClosed", err)
+					}
+				}
+				for range 2 {
+					if err := srv.Close(); err != nil {
+						t.Errorf("Close: %v", err)
+					}
+				}
+			})
+		})
 	}
+}
+
+// TestServerClose: Close drops every connection at once, queued data
+// included, and is idempotent, also called from several goroutines.
+func TestServerClose(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		srv := &Server{WriteTimeout: 10 * time.Minute}
+		ts := tr.start(t, srv)
+		a, b := newRaw(t, ts.dial()), newRaw(t, ts.dial())
+		a.do(AppendLogin(nil, "alice"), ResultOK)
+		b.do(AppendLogin(nil, "bob"), ResultOK)
+		text := strings.Repeat("q", 60000)
+		for range 10 {
+			a.do(AppendSendTo(nil, "bob", text), ResultOK) // bob reads none yet
+		}
+
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				if err := srv.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		a.expectEOF()
+		b.expectEOF()
+		for _, err := range ts.stopped() {
+			if err != ErrServerClosed {
+				t.Errorf("Serve or ServeConn returned %v, want ErrServerClosed", err)
+			}
+		}
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close again: %v", err)
+		}
+		if st := srv.Stats(); st.Conns != 0 || st.Users != 0 {
+			t.Errorf("after Close: %d connections, %d users", st.Conns, st.Users)
+		}
+	})
 }
 
 func TestServerListenAndServeBadAddress(t *testing.T) {
+	t.Parallel()
 	srv := &Server{}
 	if err := srv.ListenAndServe("127.0.0.1:-1"); err == nil {
 		t.Fatal("ListenAndServe on a bad address succeeded")
