@@ -309,10 +309,13 @@ func (fr *FrameReader) Next() (Frame, error) {
 	if err := fr.fill(HeaderSize); err != nil {
 		return Frame{}, err
 	}
-	size := int(binary.BigEndian.Uint32(fr.buf[fr.start:]))
-	if size > fr.max {
-		return Frame{}, fr.tooLarge(size)
+	// Compared before the conversion to int, which a length of 2 GiB or
+	// more would turn negative on 32-bit platforms.
+	length := binary.BigEndian.Uint32(fr.buf[fr.start:])
+	if uint64(length) > uint64(fr.max) {
+		return Frame{}, fr.tooLarge(length)
 	}
+	size := int(length)
 	if err := fr.fill(HeaderSize + size); err != nil {
 		return Frame{}, err
 	}
@@ -326,7 +329,7 @@ func (fr *FrameReader) Next() (Frame, error) {
 // waiting for a frame, stays small.
 //
 //go:noinline
-func (fr *FrameReader) tooLarge(size int) error {
+func (fr *FrameReader) tooLarge(size uint32) error {
 	limit := fr.max
 	fr.max = -1
 	return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, size, limit)
