@@ -1,5 +1,8 @@
 package chat
 
+// Mutual TLS and certified logins (identity.go), with certificate
+// authorities made in memory with crypto/x509, over loopback TCP.
+
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,34 +12,37 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// testCA is a certificate authority made in memory for one test.
-type testCA struct {
+// identityCA is a certificate authority made in memory for one test.
+type identityCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
+	pool *x509.CertPool // holding this CA only
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func identityNewCA(t *testing.T, name string) *identityCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
+		SerialNumber:          identitySerial(t),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
@@ -50,27 +56,35 @@ func newTestCA(t *testing.T, name string) *testCA {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	return &identityCA{cert: cert, key: key, pool: pool}
 }
 
-var serial int64 = 100
+// identitySerial returns a random certificate serial number.
+func identitySerial(t *testing.T) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
 
-// issue returns a certificate signed by the CA; edit fills in its names.
-func (ca *testCA) issue(t *testing.T, usage x509.ExtKeyUsage, edit func(*x509.Certificate)) tls.Certificate {
+// issue returns a certificate signed by the CA for usage; names fills in
+// its subject and alternative names.
+func (ca *identityCA) issue(t *testing.T, usage x509.ExtKeyUsage, names func(*x509.Certificate)) *tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial++
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
+		SerialNumber: identitySerial(t),
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
-	edit(tmpl)
+	names(tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -79,94 +93,244 @@ func (ca *testCA) issue(t *testing.T, usage x509.ExtKeyUsage, edit func(*x509.Ce
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-func TestMutualTLSLogins(t *testing.T) {
-	ca := newTestCA(t, "chat CA")
-	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) {
-		c.Subject.CommonName = "localhost"
-		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	})
-	l, err := tls.Listen("tcp", "127.0.0.1:0", MutualTLSConfig(serverCert, ca.pool))
+// client issues a client certificate with the common name cn.
+func (ca *identityCA) client(t *testing.T, cn string) *tls.Certificate {
+	t.Helper()
+	return ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) { c.Subject.CommonName = cn })
+}
+
+// identityServer is a Server behind a TLS listener on 127.0.0.1. Each
+// accepted connection is served by ServeConn, whose result goes to ended:
+// the test learns why the server ended a connection.
+type identityServer struct {
+	srv    *Server
+	addr   string
+	roots  *x509.CertPool // to verify the server's certificate
+	ended  chan error
+	logins chan string // names logged in, by OnLogin
+}
+
+func identityServe(t *testing.T, cfg *tls.Config, roots *x509.CertPool, allow LoginFilter) *identityServer {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{AllowLogin: CertifiedLogin}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Close()
-		<-served
-	}()
-
-	dial := func(certs ...tls.Certificate) (*Client, error) {
-		return Dial(testCtx(t), l.Addr().String(), WithTLS(&tls.Config{
-			RootCAs:      ca.pool,
-			Certificates: certs,
-		}))
+	is := &identityServer{addr: l.Addr().String(), roots: roots, ended: make(chan error, 16), logins: make(chan string, 16)}
+	is.srv = &Server{
+		AllowLogin: allow,
+		OnLogin:    func(_ net.Conn, name string) { is.logins <- name },
 	}
-	client := func(cert tls.Certificate) *Client {
-		c, err := dial(cert)
-		if err != nil {
-			t.Fatal(err)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			wg.Go(func() { is.ended <- is.srv.ServeConn(nc) })
 		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	ctx := testCtx(t)
+	})
+	t.Cleanup(func() {
+		l.Close()
+		is.srv.Close()
+		wg.Wait()
+	})
+	return is
+}
 
-	// The common name.
-	alice := client(ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) { c.Subject.CommonName = "alice" }))
-	if err := alice.Login(ctx, "bob"); !errors.Is(err, ErrFailure) {
-		t.Errorf("alice logging in as bob: %v, want ErrFailure", err)
+// identityPresent returns a client configuration that presents cert, if
+// not nil, whether or not the server names its CA as acceptable (left to
+// itself, crypto/tls sends no certificate rather than one from a CA the
+// server did not name).
+func identityPresent(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
+	return &tls.Config{
+		RootCAs:    roots,
+		ServerName: "localhost",
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert == nil {
+				return &tls.Certificate{}, nil // none
+			}
+			return cert, nil
+		},
 	}
-	if err := alice.Login(ctx, "alice"); err != nil {
-		t.Errorf("alice logging in as alice: %v", err)
+}
+
+// dial connects a Client presenting cert, if not nil.
+func (is *identityServer) dial(t *testing.T, cert *tls.Certificate) *Client {
+	t.Helper()
+	c, err := Dial(hostileCtx(t), is.addr, WithTLS(identityPresent(is.roots, cert)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// refused connects with TLS at most version maxVersion presenting cert,
+// which the server must refuse: the handshake fails (with TLS 1.3 the
+// client learns it on its first read, the server having checked its
+// certificate after the client finished), the server ends the connection
+// with an error that want accepts, and nobody logs in.
+func (is *identityServer) refused(t *testing.T, what string, maxVersion uint16, cert *tls.Certificate, want func(error) bool) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", is.addr, hostileTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(hostileTimeout))
+	cfg := identityPresent(is.roots, cert)
+	cfg.MaxVersion = maxVersion
+	tc := tls.Client(nc, cfg)
+	err = tc.Handshake()
+	if err == nil {
+		if maxVersion != tls.VersionTLS13 {
+			t.Errorf("%s: the TLS 1.2 handshake succeeded", what)
+		}
+		// The login is sent, the server never reads it.
+		if _, err = tc.Write(AppendLogin(nil, "mallory")); err == nil {
+			_, err = tc.Read(make([]byte, 64))
+		}
+	}
+	if err == nil || hostileIsTimeout(err) || errors.Is(err, io.EOF) {
+		t.Errorf("%s: the client saw %v, want a TLS alert", what, err)
+	}
+	select {
+	case err := <-is.ended:
+		if !want(err) {
+			t.Errorf("%s: the server ended the connection with %v", what, err)
+		}
+	case <-time.After(hostileTimeout):
+		t.Fatalf("%s: the server never ended the connection", what)
+	}
+	select {
+	case name := <-is.logins:
+		t.Errorf("%s: %s logged in", what, name)
+	default:
+	}
+}
+
+// TestMutualTLSCertifiedLogin serves MutualTLSConfig with CertifiedLogin:
+// a client logs in only under a name its certificate carries (common name,
+// DNS or e-mail alternative name); a client without a certificate, or
+// with one from another CA, gets no session at all.
+func TestMutualTLSCertifiedLogin(t *testing.T) {
+	ca := identityNewCA(t, "chat CA")
+	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) {
+		c.Subject.CommonName = "localhost"
+		c.DNSNames = []string{"localhost"}
+		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	})
+	is := identityServe(t, MutualTLSConfig(*serverCert, ca.pool), ca.pool, CertifiedLogin)
+	ctx := hostileCtx(t)
+	login := func(c *Client, who, name string, ok bool) {
+		t.Helper()
+		err := c.Login(ctx, name)
+		switch {
+		case ok && err != nil:
+			t.Errorf("%s logging in as %q: %v", who, name, err)
+		case ok:
+			if got := <-is.logins; got != name {
+				t.Errorf("%s logged in as %q: OnLogin saw %q", who, name, got)
+			}
+		case !errors.Is(err, ErrFailure):
+			t.Errorf("%s logging in as %q: %v, want Failure", who, name, err)
+		}
+	}
+	logout := func(c *Client, who string) {
+		t.Helper()
+		if err := c.Logout(ctx); err != nil {
+			t.Errorf("%s: logout: %v", who, err)
+		}
 	}
 
-	// DNS and e-mail subject alternative names, and several names.
-	bob := client(ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) {
+	// A certificate for alice (common name): alice, not bob, not Alice.
+	alice := is.dial(t, ca.client(t, "alice"))
+	login(alice, "alice's client", "bob", false)
+	login(alice, "alice's client", "Alice", false)
+	login(alice, "alice's client", "alice", true)
+
+	// A certificate with subject alternative names: each name it carries,
+	// and no other.
+	bob := is.dial(t, ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) {
 		c.Subject.CommonName = "Robert"
-		c.DNSNames = []string{"bob"}
+		c.DNSNames = []string{"bob", "bobby"}
 		c.EmailAddresses = []string{"bob@example.org"}
 	}))
-	for _, name := range []string{"alice", "Bob", "bo"} {
-		if err := bob.Login(ctx, name); !errors.Is(err, ErrFailure) {
-			t.Errorf("bob logging in as %q: %v, want ErrFailure", name, err)
-		}
+	for _, name := range []string{"alice", "Bob", "bo", "example.org", "bob@example"} {
+		login(bob, "bob's client", name, false)
 	}
-	if err := bob.Login(ctx, "bob@example.org"); err != nil {
-		t.Errorf("bob logging in by e-mail: %v", err)
-	}
-	bob.Logout(ctx)
-	if err := bob.Login(ctx, "bob"); err != nil {
-		t.Errorf("bob logging in by DNS name: %v", err)
-	}
-	bob.Logout(ctx)
-	if err := bob.Login(ctx, "Robert"); err != nil {
-		t.Errorf("bob logging in by common name: %v", err)
+	for _, name := range []string{"bob", "bobby", "bob@example.org", "Robert"} {
+		login(bob, "bob's client", name, true)
+		logout(bob, "bob's client")
 	}
 
-	// Without a certificate, or with one from another CA, no session.
-	other := newTestCA(t, "another CA")
-	for what, certs := range map[string][]tls.Certificate{
-		"no certificate":       nil,
-		"another CA's mallory": {other.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) { c.Subject.CommonName = "mallory" })},
-	} {
-		c, err := dial(certs...)
-		if err == nil {
-			// TLS 1.3 reports the refusal on the first read or write.
-			err = c.Login(ctx, "mallory")
-			c.Close()
-		}
-		if err == nil {
-			t.Errorf("%s: logged in", what)
+	// Alternative names only, no common name.
+	carol := is.dial(t, ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) {
+		c.EmailAddresses = []string{"carol@example.org"}
+	}))
+	login(carol, "carol's client", "carol", false)
+	login(carol, "carol's client", "carol@example.org", true)
+
+	// A name certified to two clients is still logged in only once.
+	alice2 := is.dial(t, ca.client(t, "alice"))
+	login(alice2, "alice's second client", "alice", false)
+
+	// No certificate, or one from another CA: no session, whatever the TLS
+	// version.
+	other := identityNewCA(t, "another CA")
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		is.refused(t, "no certificate", v, nil, func(err error) bool {
+			return err != nil && strings.Contains(err.Error(), "certificate")
+		})
+		for _, cn := range []string{"mallory", "alice"} {
+			is.refused(t, "another CA's certificate for "+cn, v, other.client(t, cn), func(err error) bool {
+				var unknown x509.UnknownAuthorityError
+				return errors.As(err, &unknown)
+			})
 		}
 	}
 
-	if names, err := alice.List(ctx); err != nil || !slices.Equal(names, []string{"Robert", "alice"}) {
-		t.Errorf("List = %q, %v", names, err)
+	if names, err := alice.List(ctx); err != nil || !slices.Equal(names, []string{"alice", "carol@example.org"}) {
+		t.Errorf("list = %q, %v; want alice and carol@example.org", names, err)
+	}
+	// alice: bob, Alice; bob: 5 names; carol: 1; alice2: 1 name taken.
+	st := is.srv.Stats()
+	if st.Failures[FailVetoed.String()] != 8 || st.Failures[FailNameTaken.String()] != 1 {
+		t.Errorf("failures %v; want 8 vetoed and 1 name_taken", hostileFailureDelta(Stats{}, st))
+	}
+}
+
+// TestCertifiedLoginUnverified serves TLS that asks for a client
+// certificate without verifying it: CertifiedLogin lets nobody in, even
+// under the name the certificate carries.
+func TestCertifiedLoginUnverified(t *testing.T) {
+	ca := identityNewCA(t, "chat CA")
+	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) {
+		c.DNSNames = []string{"localhost"}
+	})
+	cfg := MutualTLSConfig(*serverCert, ca.pool)
+	cfg.ClientAuth = tls.RequestClientCert
+	refusals := make(chan error, 1)
+	is := identityServe(t, cfg, ca.pool, func(conn net.Conn, name string) error {
+		if n := len(conn.(*tls.Conn).ConnectionState().PeerCertificates); n != 1 {
+			t.Errorf("the client presented %d certificates", n)
+		}
+		err := CertifiedLogin(conn, name)
+		refusals <- err
+		return err
+	})
+	self := identityNewCA(t, "self-made") // not trusted by the server
+	c := is.dial(t, self.client(t, "alice"))
+	if err := c.Login(hostileCtx(t), "alice"); !errors.Is(err, ErrFailure) {
+		t.Errorf("login with an unverified certificate: %v, want Failure", err)
+	}
+	if err := <-refusals; !errors.Is(err, ErrNotCertified) {
+		t.Errorf("CertifiedLogin: %v, want ErrNotCertified", err)
 	}
 }
 
@@ -175,44 +339,84 @@ func TestCertifiedLoginWithoutTLS(t *testing.T) {
 	defer c.Close()
 	defer s.Close()
 	if err := CertifiedLogin(s, "alice"); !errors.Is(err, ErrNotCertified) {
-		t.Errorf("CertifiedLogin on a pipe: %v", err)
+		t.Errorf("CertifiedLogin on a pipe: %v, want ErrNotCertified", err)
 	}
 }
 
 func TestCertificateNames(t *testing.T) {
-	cert := &x509.Certificate{
-		Subject:        pkix.Name{CommonName: "alice"},
-		DNSNames:       []string{"al", "alice.example"},
-		EmailAddresses: []string{"a@example.org"},
-	}
-	if got := CertificateNames(cert); !slices.Equal(got, []string{"alice", "al", "alice.example", "a@example.org"}) {
-		t.Errorf("CertificateNames = %q", got)
-	}
-	if got := CertificateNames(&x509.Certificate{}); len(got) != 0 {
-		t.Errorf("CertificateNames of an empty certificate = %q", got)
+	for _, c := range []struct {
+		what string
+		cert x509.Certificate
+		want []string
+	}{
+		{"empty", x509.Certificate{}, nil},
+		{"common name", x509.Certificate{Subject: pkix.Name{CommonName: "alice"}}, []string{"alice"}},
+		{"DNS names", x509.Certificate{DNSNames: []string{"al", "alice.example"}}, []string{"al", "alice.example"}},
+		{"e-mail", x509.Certificate{EmailAddresses: []string{"a@example.org"}}, []string{"a@example.org"}},
+		{"all, common name first", x509.Certificate{
+			Subject:        pkix.Name{CommonName: "alice", Organization: []string{"not a name"}},
+			DNSNames:       []string{"al"},
+			EmailAddresses: []string{"a@example.org"},
+		}, []string{"alice", "al", "a@example.org"}},
+	} {
+		if got := CertificateNames(&c.cert); !slices.Equal(got, c.want) {
+			t.Errorf("%s: CertificateNames = %q, want %q", c.what, got, c.want)
+		}
 	}
 }
 
 func TestLoadCertPool(t *testing.T) {
-	ca := newTestCA(t, "chat CA")
-	dir := t.TempDir()
-	good := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(good, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
-		t.Fatal(err)
+	ca, other := identityNewCA(t, "chat CA"), identityNewCA(t, "another CA")
+	certPEM := func(ca *identityCA) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
 	}
-	pool, err := LoadCertPool(good)
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	pool, err := LoadCertPool(write("ca.pem", certPEM(ca)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !pool.Equal(ca.pool) {
 		t.Error("the pool loaded is not the CA's")
 	}
-	if _, err := LoadCertPool(filepath.Join(dir, "missing.pem")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing file: %v", err)
+
+	// Two certificates, with text around them as openssl writes it.
+	both := slices.Concat([]byte("subject=CN = chat CA\n"), certPEM(ca), []byte("\n"), certPEM(other))
+	pool, err = LoadCertPool(write("both.pem", both))
+	if err != nil {
+		t.Fatal(err)
 	}
-	junk := filepath.Join(dir, "junk.pem")
-	os.WriteFile(junk, []byte("not a certificate\n"), 0o600)
-	if _, err := LoadCertPool(junk); err == nil {
-		t.Error("a file without certificates loaded")
+	want := ca.pool.Clone()
+	want.AddCert(other.cert)
+	if !pool.Equal(want) {
+		t.Error("the pool loaded from two certificates holds something else")
+	}
+
+	if _, err := LoadCertPool(filepath.Join(dir, "missing.pem")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing file: %v, want ErrNotExist", err)
+	}
+	key, err := x509.MarshalECPrivateKey(ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"empty.pem": nil,
+		"text.pem":  []byte("not a certificate\n"),
+		"key.pem":   pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key}),
+		"der.crt":   ca.cert.Raw,
+	} {
+		path := write(name, data)
+		if pool, err := LoadCertPool(path); err == nil || pool != nil {
+			t.Errorf("%s: loaded (%v), want an error", name, err)
+		} else if !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: the error %q does not name the file", name, err)
+		}
 	}
 }

@@ -699,13 +699,26 @@ func TestServerSlowRecipient(t *testing.T) {
 			b.do(AppendSendTo(nil, "alice", "still here"), ResultOK)
 			a.expectMessage("bob", "still here")
 		}
-		select {
-		case err := <-logouts:
-			if !errors.Is(err, errSlowConsumer) {
-				t.Errorf("the sink was logged out with %v, want a slow consumer", err)
+		// A refusal can come while the writer is still moving the queue
+		// into the socket's buffers; the sink is dropped once writes to it
+		// make no progress, so keep something waiting for it until then.
+		deadline := time.After(testTimeout)
+	wait:
+		for {
+			select {
+			case err := <-logouts:
+				if !errors.Is(err, errSlowConsumer) {
+					t.Errorf("the sink was logged out with %v, want a slow consumer", err)
+				}
+				break wait
+			case <-deadline:
+				t.Fatal("the sink was not dropped")
+			default:
+				a.send(AppendSendTo(nil, "sink", text))
+				if f := a.next(); f.Type != TypeResponse {
+					t.Fatalf("reply %s", hostileDescribe(f))
+				}
 			}
-		case <-time.After(testTimeout):
-			t.Fatal("the sink was not dropped")
 		}
 		sink.expectEOF()
 		a.do(AppendSendTo(nil, "sink", "gone?"), ResultFailure)

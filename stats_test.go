@@ -1,55 +1,248 @@
 package chat
 
+// Server.Stats after a scripted session over net.Pipe: every count known in
+// advance, and the bytes checked against what the clients wrote and read.
+
 import (
+	"errors"
+	"io"
 	"maps"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// TestStats runs a scripted session over net.Pipe and checks every count.
-func TestStats(t *testing.T) {
-	srv := &Server{MaxConns: 2}
-	defer srv.Close()
-	var conns []net.Conn
-	served := make(chan error, 3)
-	serve := func() *raw {
-		c, s := net.Pipe()
-		conns = append(conns, c)
-		go func() { served <- srv.ServeConn(s) }()
-		return newRaw(t, c)
-	}
-	a, b := serve(), serve()
-	a.do(AppendLogin(nil, "alice"), ResultOK)
-	b.do(AppendLogin(nil, "bob"), ResultOK)
-	serve() // refused: MaxConns
-	if err := <-served; err != ErrTooManyConns {
-		t.Fatalf("third connection: %v", err)
-	}
-	st := srv.Stats()
-	if st.Conns != 2 || st.Users != 2 || st.ConnsAccepted != 2 || st.ConnsRefused != 1 {
-		t.Errorf("after logins: %+v", st)
-	}
+// statsConn is the server's end of a pipe: its writes can be made to fail
+// as a write that makes no progress before its deadline does, which is how
+// the server meets a slow consumer, without waiting for WriteTimeout.
+type statsConn struct {
+	net.Conn
+	stuck atomic.Bool
+}
 
-	a.do(AppendLogin(nil, "alice"), ResultFailure)       // already logged in
-	b.do(AppendSendTo(nil, "carol", "x"), ResultFailure) // no recipient
-	a.do(AppendSendTo(nil, "bob", "hello"), ResultOK)
-	b.expectMessage("alice", "hello")
-	if got := a.list(); len(got) != 2 {
-		t.Fatalf("list: %q", got)
+func (c *statsConn) Write(b []byte) (int, error) {
+	if c.stuck.Load() {
+		return 0, os.ErrDeadlineExceeded
 	}
-	a.do(withBody(0x7f), ResultMalformed)
-	b.do(AppendLogout(nil), ResultOK)
-	b.do(AppendLogout(nil), ResultFailure) // not logged in
+	return c.Conn.Write(b)
+}
 
-	st = srv.Stats()
-	wantIn := map[string]uint64{"login": 3, "list": 1, "sendto": 2, "logout": 2, "malformed": 1}
-	wantOut := map[string]uint64{"RESPONSE": 8, "LIST": 1, "SENDTO": 1}
-	wantFail := map[string]uint64{"already_logged_in": 1, "no_recipient": 1, "not_logged_in": 1}
-	for name := range st.Failures {
-		if _, ok := wantFail[name]; !ok {
-			wantFail[name] = 0
+// statsClient is a client speaking raw frames over a pipe to ServeConn,
+// counting the bytes it writes and reads.
+type statsClient struct {
+	nc     net.Conn
+	fr     *FrameReader
+	server *statsConn
+	served chan error     // ServeConn's result
+	wrote  *atomic.Uint64 // the session's total
+}
+
+// statsCounted counts the bytes read through it.
+type statsCounted struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c statsCounted) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+// statsSession is a server with its clients' byte totals.
+type statsSession struct {
+	srv             *Server
+	wrote, readFrom atomic.Uint64 // bytes written and read by all clients
+}
+
+func (ss *statsSession) connect(t *testing.T) *statsClient {
+	t.Helper()
+	c, s := net.Pipe()
+	sc := &statsConn{Conn: s}
+	cl := &statsClient{
+		nc:     c,
+		fr:     NewFrameReader(statsCounted{c, &ss.readFrom}, 0),
+		server: sc,
+		served: make(chan error, 1),
+		wrote:  &ss.wrote,
+	}
+	go func() { cl.served <- ss.srv.ServeConn(sc) }()
+	t.Cleanup(func() { c.Close() })
+	return cl
+}
+
+func (c *statsClient) send(t *testing.T, frame []byte) {
+	t.Helper()
+	c.nc.SetWriteDeadline(time.Now().Add(hostileTimeout))
+	n, err := c.nc.Write(frame)
+	c.wrote.Add(uint64(n))
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// expect reads frames, described as hostileDescribe does, which must be
+// want.
+func (c *statsClient) expect(t *testing.T, what string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		c.nc.SetReadDeadline(time.Now().Add(hostileTimeout))
+		f, err := c.fr.Next()
+		if err != nil {
+			t.Fatalf("%s: reading %q: %v", what, w, err)
+		}
+		if got := hostileDescribe(f); got != w {
+			t.Fatalf("%s: got %q, want %q", what, got, w)
 		}
 	}
+}
+
+// do sends a request and reads its reply, which must be want.
+func (c *statsClient) do(t *testing.T, what string, frame []byte, want string) {
+	t.Helper()
+	c.send(t, frame)
+	c.expect(t, what, want)
+}
+
+// end reads until the server closes the connection, which must happen
+// with EOF, and returns ServeConn's result.
+func (c *statsClient) end(t *testing.T, what string) error {
+	t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(hostileTimeout))
+	if f, err := c.fr.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("%s: got %s (%v), want EOF", what, hostileDescribe(f), err)
+	}
+	return c.wait(t, what)
+}
+
+// wait returns ServeConn's result.
+func (c *statsClient) wait(t *testing.T, what string) error {
+	t.Helper()
+	select {
+	case err := <-c.served:
+		return err
+	case <-time.After(hostileTimeout):
+		t.Fatalf("%s: ServeConn did not return", what)
+		return nil
+	}
+}
+
+// statsCheck compares the gauges and the connection counters.
+func statsCheck(t *testing.T, when string, st Stats, conns, users int, accepted, refused, slow, floods, tooLarge uint64) {
+	t.Helper()
+	type gauges struct {
+		Conns, Users                                  int
+		Accepted, Refused, Slow, Floods, TooLarge, TO uint64
+	}
+	got := gauges{st.Conns, st.Users, st.ConnsAccepted, st.ConnsRefused, st.SlowConsumers, st.FloodsDropped, st.FramesTooLarge, st.TimedOut}
+	want := gauges{conns, users, accepted, refused, slow, floods, tooLarge, 0}
+	if got != want {
+		t.Errorf("%s: %+v, want %+v", when, got, want)
+	}
+}
+
+// TestStats runs a scripted session and checks every count of
+// Server.Stats, along the way and at the end.
+func TestStats(t *testing.T) {
+	ss := &statsSession{srv: &Server{
+		MaxConns:     3,
+		MaxFrameSize: 4096,
+		// Each connection may make 20 requests, and is closed at its
+		// third refusal in a row.
+		RateLimit:  1e-6,
+		RateBurst:  20,
+		FloodLimit: 3,
+	}}
+	srv := ss.srv
+	defer srv.Close()
+	const (
+		ok        = "RESPONSE Success"
+		failure   = "RESPONSE Failure"
+		malformed = "RESPONSE Malformed packet"
+	)
+
+	alice, bob := ss.connect(t), ss.connect(t)
+	alice.do(t, "login alice", AppendLogin(nil, "alice"), ok)
+	bob.do(t, "login bob", AppendLogin(nil, "bob"), ok)
+	statsCheck(t, "alice and bob logged in", srv.Stats(), 2, 2, 2, 0, 0, 0, 0)
+
+	sink := ss.connect(t)
+	sink.do(t, "login sink", AppendLogin(nil, "sink"), ok)
+	if err := ss.connect(t).end(t, "a connection beyond MaxConns"); err != ErrTooManyConns {
+		t.Errorf("ServeConn beyond MaxConns: %v, want ErrTooManyConns", err)
+	}
+	statsCheck(t, "a connection refused", srv.Stats(), 3, 3, 3, 1, 0, 0, 0)
+
+	alice.do(t, "login again", AppendLogin(nil, "alice"), failure)        // already_logged_in
+	alice.do(t, "sendto carol", AppendSendTo(nil, "carol", "x"), failure) // no_recipient
+	alice.do(t, "sendto bob", AppendSendTo(nil, "bob", "hello"), ok)      // relayed
+	bob.expect(t, "bob's message", "SENDTO alice: hello")
+	alice.do(t, "list", AppendList(nil), "LIST alice bob sink")
+	alice.do(t, "an unknown frame type", hostileFrame(0x7f), malformed)            // malformed
+	bob.do(t, "sendto invalid UTF-8", AppendSendTo(nil, "alice", "\xff"), failure) // bad_text
+	bob.do(t, "logout", AppendLogout(nil), ok)
+	bob.do(t, "logout again", AppendLogout(nil), failure)                     // not_logged_in
+	bob.do(t, "sendto logged out", AppendSendTo(nil, "alice", "hi"), failure) // not_logged_in
+	bob.do(t, "login b o b", AppendLogin(nil, "b o b"), failure)              // bad_name
+	bob.do(t, "login as alice", AppendLogin(nil, "alice"), failure)           // name_taken
+	bob.do(t, "login bob again", AppendLogin(nil, "bob"), ok)
+
+	// The sink stops reading: the message for it is queued (Success), and
+	// the write of it fails.
+	sink.server.stuck.Store(true)
+	alice.do(t, "sendto sink", AppendSendTo(nil, "sink", "are you there?"), ok)
+	if err := sink.wait(t, "the sink"); err != errSlowConsumer {
+		t.Errorf("ServeConn of the sink: %v, want errSlowConsumer", err)
+	}
+	statsCheck(t, "the sink dropped", srv.Stats(), 2, 2, 3, 1, 1, 0, 0)
+
+	// A flood: 20 requests allowed, then 3 refused, and the connection closed.
+	flooder := ss.connect(t)
+	var lists []byte
+	for range 23 {
+		lists = AppendList(lists)
+	}
+	flooder.send(t, lists)
+	for range 20 {
+		flooder.expect(t, "the flood's allowed lists", "LIST alice bob")
+	}
+	flooder.expect(t, "the flood's refused lists", failure, failure, failure)
+	if err := flooder.end(t, "the flood"); err != errFlooding {
+		t.Errorf("ServeConn of the flood: %v, want errFlooding", err)
+	}
+	statsCheck(t, "the flood closed", srv.Stats(), 2, 2, 4, 1, 1, 1, 0)
+
+	// A length beyond MaxFrameSize: Malformed packet, and closed.
+	big := ss.connect(t)
+	big.send(t, hostileHeader(4097))
+	big.expect(t, "a frame too large", malformed)
+	if err := big.end(t, "a frame too large"); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("ServeConn of a frame too large: %v, want ErrFrameTooLarge", err)
+	}
+	statsCheck(t, "the frame too large closed", srv.Stats(), 2, 2, 5, 1, 1, 1, 1)
+
+	for _, c := range []*statsClient{alice, bob} {
+		c.nc.Close()
+		if err := c.wait(t, "a client leaving"); err != nil {
+			t.Errorf("ServeConn of a client that closed: %v", err)
+		}
+	}
+
+	// Every connection is closed: the counts are final.
+	st := srv.Stats()
+	statsCheck(t, "at the end", st, 0, 0, 5, 1, 1, 1, 1)
+	wantIn := map[string]uint64{"login": 7, "list": 21, "sendto": 5, "logout": 2, "malformed": 2}
+	wantOut := map[string]uint64{"RESPONSE": 19, "LIST": 21, "SENDTO": 2}
+	wantFail := map[string]uint64{}
+	for r := range numFailureReasons {
+		wantFail[r.String()] = 0
+	}
+	maps.Copy(wantFail, map[string]uint64{
+		"already_logged_in": 1, "no_recipient": 1, "bad_name": 1, "bad_text": 1,
+		"not_logged_in": 2, "name_taken": 1, "rate_limited": 3,
+	})
 	if !maps.Equal(st.FramesIn, wantIn) {
 		t.Errorf("FramesIn = %v, want %v", st.FramesIn, wantIn)
 	}
@@ -59,33 +252,15 @@ func TestStats(t *testing.T) {
 	if !maps.Equal(st.Failures, wantFail) {
 		t.Errorf("Failures = %v, want %v", st.Failures, wantFail)
 	}
-	if st.Relayed != 1 || st.Users != 1 {
-		t.Errorf("Relayed %d, Users %d; want 1, 1", st.Relayed, st.Users)
+	if st.Relayed != 2 {
+		t.Errorf("Relayed = %d, want 2 (to bob and to the sink)", st.Relayed)
 	}
-	// Bytes: everything both clients sent, and everything they read.
-	wantBytesIn := len(AppendLogin(nil, "alice"))*2 + len(AppendLogin(nil, "bob")) +
-		len(AppendSendTo(nil, "carol", "x")) + len(AppendSendTo(nil, "bob", "hello")) +
-		len(AppendList(nil)) + len(withBody(0x7f)) + 2*len(AppendLogout(nil))
-	wantBytesOut := 8*len(AppendResponse(nil, ResultOK)) + len(AppendNames(nil, []string{"alice", "bob"})) +
-		len(AppendMessage(nil, "alice", []byte("hello")))
-	if st.BytesIn != uint64(wantBytesIn) {
-		t.Errorf("BytesIn %d, want %d", st.BytesIn, wantBytesIn)
+	// The server read every byte the clients wrote, and the clients read
+	// every byte the server wrote (the sink's message was never written).
+	if wrote := ss.wrote.Load(); st.BytesIn != wrote || wrote == 0 {
+		t.Errorf("BytesIn = %d, the clients wrote %d", st.BytesIn, wrote)
 	}
-
-	// Closed connections keep counting.
-	for _, c := range conns {
-		c.Close()
-	}
-	for range 2 {
-		<-served
-	}
-	after := srv.Stats()
-	if after.Conns != 0 || after.Users != 0 || after.BytesIn != st.BytesIn || after.FramesIn["login"] != 3 {
-		t.Errorf("after closing: %+v", after)
-	}
-	// Bytes out are counted once written, which the client may see first:
-	// check them once the connections are gone.
-	if after.BytesOut != uint64(wantBytesOut) {
-		t.Errorf("BytesOut %d, want %d", after.BytesOut, wantBytesOut)
+	if read := ss.readFrom.Load(); st.BytesOut != read || read == 0 {
+		t.Errorf("BytesOut = %d, the clients read %d", st.BytesOut, read)
 	}
 }

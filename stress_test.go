@@ -1,110 +1,107 @@
 package chat
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// The size of TestStressNothingLost. CI runs the defaults under -race; run
-// it larger by hand, for example:
+// The size of TestStressNothingLost. The defaults keep it to a few seconds
+// under -race; run it larger by hand, for example:
 //
 //	go test -run TestStressNothingLost -stress.clients 64 -stress.messages 20000 -v .
 var (
-	stressClients  = flag.Int("stress.clients", 12, "clients in TestStressNothingLost")
-	stressMessages = flag.Int("stress.messages", 1500, "messages each client sends in TestStressNothingLost")
+	stressClients  = flag.Int("stress.clients", 16, "clients in TestStressNothingLost")
+	stressMessages = flag.Int("stress.messages", 2500, "messages each client sends in TestStressNothingLost")
 )
 
+// stressLanes is the number of goroutines sending at once on each client.
+// Each owns the recipients whose number is its own modulo stressLanes, so
+// the messages from one sender to one recipient are sent one after the
+// other, in the order of their sequence numbers.
+const stressLanes = 4
+
+// stressPadding pads messages to random sizes up to 4 KiB, so that socket
+// buffers and queues fill.
+var stressPadding = strings.Repeat("0123456789abcdef", 256)
+
+// stressRecipient is what one client receives: handled on its reading
+// goroutine only, and read by the test once a list has gone through after
+// every message (the reply to the list is dispatched after them).
+type stressRecipient struct {
+	seqs map[int][]int // by sender: sequence numbers in arrival order
+	bad  []string      // messages that were not sent as received
+	n    int           // messages received
+}
+
 // TestStressNothingLost has many clients send numbered messages to one
-// another as fast as they can, over loopback TCP, while some read slowly,
-// with queues small enough that some messages are refused. Afterwards:
-// every message answered Success reached its recipient exactly once, no
-// message answered Failure arrived, and the messages from each sender to
-// each recipient arrived in the order sent.
+// another as fast as they can, several at once on each client, over
+// loopback TCP, with queues small enough that some are refused. A third of
+// the clients read at full speed; the others block in their message
+// handler for a token before each message (or every other message), and
+// the tokens come from the fast clients' progress, not from a clock.
+//
+// Afterwards, every message answered Success has been received exactly
+// once, none answered Failure has been received, nothing has been received
+// that was not sent, and the messages from one sender to one recipient
+// arrived in the order sent.
 func TestStressNothingLost(t *testing.T) {
 	n, m := *stressClients, *stressMessages
-	srv := &Server{QueueSize: 8 << 10}
+	srv := &Server{QueueSize: 16 << 10}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Close()
-		<-served
-	}()
+	hs := hostileServeListener(t, srv, stressListener{l.(*net.TCPListener)})
+	ctx := t.Context() // bounded by go test's -timeout, whatever the size
 
-	type key struct{ from, to int }
-	var (
-		mu       sync.Mutex
-		received = make(map[key][]int) // sequence numbers, in arrival order
-		got      atomic.Int64
-		bad      = make(chan string, 10)
-	)
-	// Slow readers: every third client reads only as fast as a pacer lets
-	// it, one message per tick, so its queue fills and senders get Failure.
-	pace := make(chan struct{})
-	stopPace := make(chan struct{})
-	var paceWG sync.WaitGroup
-	paceWG.Go(func() {
-		tick := time.NewTicker(250 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				select {
-				case pace <- struct{}{}:
-				case <-stopPace:
-					return
-				}
-			case <-stopPace:
-				return
-			}
-		}
-	})
-	defer func() {
-		close(stopPace)
-		paceWG.Wait()
-	}()
+	// A slow client's handler takes a token per message (or per two); a
+	// fast client's lane offers one, without waiting, after every other
+	// reply. Once the fast clients are done, released lets the slow ones
+	// go: nobody waits for a token that will never come.
+	tokens := make(chan struct{})
+	released := make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	defer release()
+	speed := func(i int) int { return i % 3 } // 0 fast, 1 slow, 2 half speed
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	clients := make([]*Client, n)
+	rcpts := make([]*stressRecipient, n)
 	for i := range clients {
-		slow := i%3 == 2
+		rc := &stressRecipient{seqs: make(map[int][]int)}
+		rcpts[i] = rc
 		handler := func(msg Message) {
-			if slow {
+			if s := speed(i); s != 0 && rc.n%s == 0 {
 				select {
-				case <-pace:
-				case <-stopPace:
+				case <-tokens:
+				case <-released:
 				}
 			}
-			var from, to, seq int
-			if _, err := fmt.Sscanf(msg.Text, "%d>%d #%d", &from, &to, &seq); err != nil || fmt.Sprint("u", from) != msg.From || to != i {
-				select {
-				case bad <- fmt.Sprintf("client %d got %q from %q", i, msg.Text, msg.From):
-				default:
-				}
+			rc.n++
+			from, seq, ok := stressParse(msg, i)
+			if !ok {
+				rc.bad = append(rc.bad, fmt.Sprintf("%q from %q", hostileShort(msg.Text), msg.From))
 				return
 			}
-			mu.Lock()
-			received[key{from, to}] = append(received[key{from, to}], seq)
-			mu.Unlock()
-			got.Add(1)
+			rc.seqs[from] = append(rc.seqs[from], seq)
 		}
-		c, err := Dial(ctx, l.Addr().String(), OnMessage(handler))
+		nc, err := net.DialTimeout("tcp", hs.addr, hostileTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if speed(i) != 0 {
+			// A small receive buffer: the server's queue fills sooner.
+			nc.(*net.TCPConn).SetReadBuffer(32 << 10)
+		}
+		c := NewClient(nc, OnMessage(handler))
 		defer c.Close()
 		if err := c.Login(ctx, fmt.Sprint("u", i)); err != nil {
 			t.Fatal(err)
@@ -112,111 +109,155 @@ func TestStressNothingLost(t *testing.T) {
 		clients[i] = c
 	}
 
-	// Each client sends from several goroutines at once; each (sender,
-	// recipient) pair belongs to one goroutine, which numbers its messages
-	// and records which were answered Success.
-	const lanes = 4
-	padding := strings.Repeat(".", 4000) // so that socket buffers and queues fill
-	var sendWG sync.WaitGroup
-	ok := make(map[key][]bool) // by sequence number: answered Success
-	var okMu sync.Mutex
-	var sent, refused atomic.Int64
+	// results[i][to] says, by sequence number, which messages from i to
+	// to were answered Success; each entry is written by the one lane that
+	// owns the pair.
+	results := make([][][]bool, n)
+	var fast, all sync.WaitGroup
+	start := time.Now()
 	for i, c := range clients {
-		for lane := range lanes {
-			sendWG.Go(func() {
-				rng := rand.New(rand.NewPCG(uint64(i), uint64(lane)))
-				var mine []int // the recipients of this lane
-				for to := range n {
-					if to%lanes == lane {
-						mine = append(mine, to)
-					}
-				}
-				if len(mine) == 0 {
-					return
-				}
-				results := make(map[int][]bool)
-				for range m / lanes {
+		results[i] = make([][]bool, n)
+		wg := &all
+		if speed(i) == 0 {
+			wg = &fast
+		}
+		for lane := range stressLanes {
+			var mine []int
+			for to := lane; to < n; to += stressLanes {
+				mine = append(mine, to)
+			}
+			if len(mine) == 0 {
+				continue
+			}
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(lane)))
+			count := m / stressLanes
+			if lane < m%stressLanes {
+				count++
+			}
+			wg.Go(func() {
+				for range count {
 					to := mine[rng.IntN(len(mine))]
-					seq := len(results[to])
-					err := c.SendTo(ctx, fmt.Sprint("u", to), fmt.Sprintf("%d>%d #%d %s", i, to, seq, padding))
-					switch {
-					case err == nil:
-					case errors.Is(err, ErrFailure):
-						refused.Add(1)
-					default:
-						select {
-						case bad <- fmt.Sprintf("client %d: SendTo: %v", i, err):
-						default:
-						}
+					seq := len(results[i][to])
+					text := fmt.Sprintf("%d>%d #%d ", i, to, seq) + stressPadding[:rng.IntN(len(stressPadding))]
+					err := c.SendTo(ctx, fmt.Sprint("u", to), text)
+					if err != nil && !errors.Is(err, ErrFailure) {
+						t.Errorf("u%d: sendto u%d: %v", i, to, err)
 						return
 					}
-					sent.Add(1)
-					results[to] = append(results[to], err == nil)
+					results[i][to] = append(results[i][to], err == nil)
+					if speed(i) == 0 && seq%2 == 0 {
+						select {
+						case tokens <- struct{}{}:
+						default:
+						}
+					}
 				}
-				okMu.Lock()
-				for to, r := range results {
-					ok[key{i, to}] = r
-				}
-				okMu.Unlock()
 			})
 		}
 	}
-	sendWG.Wait()
-	select {
-	case s := <-bad:
-		t.Fatal(s)
-	default:
+	fast.Wait()
+	release()
+	all.Wait()
+	elapsed := time.Since(start)
+	if t.Failed() {
+		return
 	}
 
-	// Wait for every message answered Success to arrive.
-	want := sent.Load() - refused.Load()
-	deadline := time.Now().Add(2 * time.Minute)
-	for got.Load() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("received %d of %d messages answered Success", got.Load(), want)
-		}
-		select {
-		case s := <-bad:
-			t.Fatal(s)
-		case <-time.After(10 * time.Millisecond): // polling a counter
-		}
-	}
-	for _, c := range clients {
-		if err := c.Err(); err != nil {
-			t.Fatalf("a client's connection ended: %v", err)
+	// Every message answered Success was queued for its recipient before
+	// the reply to this list, and so handled before List returns.
+	for i, c := range clients {
+		if _, err := c.List(ctx); err != nil {
+			t.Fatalf("u%d: list: %v (%v)", i, err, c.Err())
 		}
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
-	for k, results := range ok {
-		seqs := received[k]
-		j := 0
-		for seq, success := range results {
-			if !success {
-				continue
+	var sent, succeeded, received, wrong int
+	for to, rc := range rcpts {
+		received += rc.n
+		for _, b := range rc.bad {
+			t.Errorf("u%d received %s, which was not sent to it", to, b)
+		}
+		for from, seqs := range rc.seqs {
+			if from < 0 || from >= n || len(results[from][to]) == 0 {
+				t.Errorf("u%d received %d messages from u%d, which sent it none", to, len(seqs), from)
 			}
-			if j >= len(seqs) || seqs[j] != seq {
-				t.Fatalf("from %d to %d: message %d answered Success; received %v", k.from, k.to, seq, seqs)
+		}
+	}
+	for from := range n {
+		for to, res := range results[from] {
+			sent += len(res)
+			var want []int // the sequence numbers answered Success
+			for seq, ok := range res {
+				if ok {
+					want = append(want, seq)
+				}
 			}
-			j++
-		}
-		if j != len(seqs) {
-			t.Fatalf("from %d to %d: received %v, more than the %d answered Success", k.from, k.to, seqs, j)
-		}
-	}
-	for k := range received {
-		if _, sentAny := ok[k]; !sentAny {
-			t.Fatalf("received messages from %d to %d, none sent", k.from, k.to)
+			succeeded += len(want)
+			if got := rcpts[to].seqs[from]; !slices.Equal(got, want) {
+				if wrong++; wrong <= 10 {
+					t.Errorf("from u%d to u%d (%d sent): %s", from, to, len(res), stressDiff(got, want))
+				}
+			}
 		}
 	}
-	if got.Load() != want {
-		t.Fatalf("received %d messages, want %d", got.Load(), want)
+	if wrong > 10 {
+		t.Errorf("... and %d more pairs", wrong-10)
 	}
+	failed := sent - succeeded
 	st := srv.Stats()
-	t.Logf("%d clients × %d messages: %d sent, %d refused (queue full: %d), %d received, in order, exactly once",
-		n, m, sent.Load(), refused.Load(), st.Failures[FailQueueFull.String()], got.Load())
-	if refused.Load() == 0 {
+	if st.Relayed != uint64(succeeded) || st.Failures[FailQueueFull.String()] != uint64(failed) {
+		t.Errorf("Stats: %d relayed and %d refused for a full queue; the clients saw %d Success and %d Failure",
+			st.Relayed, st.Failures[FailQueueFull.String()], succeeded, failed)
+	}
+	if st.SlowConsumers != 0 {
+		t.Errorf("Stats: %d slow consumers dropped", st.SlowConsumers)
+	}
+	if received != succeeded {
+		t.Errorf("%d messages received, %d answered Success", received, succeeded)
+	}
+	t.Logf("%d clients × %d messages in %v: %d sent, %d Success, %d Failure (queue full), %d received; %.0f messages/s",
+		n, m, elapsed.Round(time.Millisecond), sent, succeeded, failed, received, float64(sent)/elapsed.Seconds())
+	if failed == 0 {
 		t.Log("no message was refused: the queues never filled")
 	}
+}
+
+// stressListener gives the server's sockets small send buffers, so that
+// what a slow reader does not read backs up into the server's queue soon.
+type stressListener struct{ *net.TCPListener }
+
+func (l stressListener) Accept() (net.Conn, error) {
+	c, err := l.AcceptTCP()
+	if err == nil {
+		c.SetWriteBuffer(64 << 10)
+	}
+	return c, err
+}
+
+// stressParse reads "FROM>TO #SEQ padding" from a message received by
+// client to, and checks it against the sender's name.
+func stressParse(msg Message, to int) (from, seq int, ok bool) {
+	head, _, _ := strings.Cut(msg.Text, " #")
+	fromText, toText, _ := strings.Cut(head, ">")
+	rest := strings.TrimPrefix(msg.Text, head+" #")
+	seqText, _, _ := strings.Cut(rest, " ")
+	var errs [3]error
+	from, errs[0] = strconv.Atoi(fromText)
+	var dest int
+	dest, errs[1] = strconv.Atoi(toText)
+	seq, errs[2] = strconv.Atoi(seqText)
+	ok = errors.Join(errs[:]...) == nil && dest == to && msg.From == "u"+fromText
+	return from, seq, ok
+}
+
+// stressDiff describes where the sequence numbers received, got, first
+// differ from those answered Success, want.
+func stressDiff(got, want []int) string {
+	k := 0
+	for k < len(got) && k < len(want) && got[k] == want[k] {
+		k++
+	}
+	around := func(s []int) []int { return s[max(k-3, 0):min(k+3, len(s))] }
+	return fmt.Sprintf("%d received, %d answered Success; first difference at index %d: received %v, answered Success %v",
+		len(got), len(want), k, around(got), around(want))
 }

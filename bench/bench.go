@@ -87,9 +87,14 @@ type Config struct {
 	Window   int           // requests in flight per client (not yet answered)
 	Duration time.Duration // how long to send, after Warmup; with Messages, a limit
 	Messages int64         // stop after this many messages in all (round trips for PingPong)
-	Rate     float64       // messages per second per client; 0 is as fast as possible
+	Rate     float64       // messages per second per client; 0 is as fast as possible (see below)
 	Warmup   time.Duration // send for this long before measuring (with Duration only)
 	Procs    int           // spread the clients over this many child processes (0 or 1: none)
+
+	// With a Rate, each message is timed from when it was due rather than
+	// from when it was written, so that a server that cannot keep up (or
+	// a full window) shows in the latencies instead of quietly lowering
+	// the rate: what HdrHistogram calls coordinated omission.
 
 	// ServerPID, if not zero, is the server's process id on this machine:
 	// Run reports its CPU time over the run and its resident memory before
@@ -190,6 +195,15 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// maxShare returns the most clients one process of the load holds, as
+// newWorkers divides them.
+func (c *Config) maxShare() int {
+	if c.pairwise() {
+		return 2 * int(split(int64(c.Clients/2), c.Procs, 0))
+	}
+	return int(split(int64(c.Clients), c.Procs, 0))
 }
 
 // pairwise reports whether the mode pairs its clients.

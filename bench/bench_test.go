@@ -1,39 +1,55 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/seedchat/chat"
 )
 
-// TestMain lets the test binary serve as a child process of Config.Procs.
+// TestMain lets the test binary serve as a child process of Config.Procs,
+// and otherwise fails the tests if any goroutine outlives them.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == ChildArg {
 		if err := ServeChild(context.Background(), os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			os.Exit(1) // the error went to the parent, which reports it
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
-// serve starts a chat server on loopback for one test.
-func serve(t *testing.T) string {
+// fastChildExit spares the child processes of a test the second the race
+// detector otherwise waits before exiting.
+func fastChildExit(t *testing.T) {
+	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+}
+
+// serve starts srv (a new Server if nil) on loopback for one test and
+// returns its address.
+func serve(t testing.TB, srv *chat.Server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &chat.Server{}
+	if srv == nil {
+		srv = &chat.Server{}
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -54,63 +70,161 @@ func run(t *testing.T, cfg Config) *Result {
 	return res
 }
 
-// checkDelivered checks a -messages run: everything sent was answered
-// Success and delivered, and the latencies make sense.
-func checkDelivered(t *testing.T, res *Result, messages uint64) {
+// checkConsistent checks what holds for every run that did not fail:
+// every request answered Success, every message accepted delivered, one
+// latency per measured message (per round trip in PingPong), quantiles in
+// order, and rates that agree with the counts.
+func checkConsistent(t *testing.T, res *Result) {
 	t.Helper()
-	if res.Sent != messages || res.OK != messages || res.Failures != 0 || res.Malformed != 0 {
-		t.Errorf("sent %d, ok %d, failures %d, malformed %d; want %d sent and ok", res.Sent, res.OK, res.Failures, res.Malformed, messages)
+	if res.Failures != 0 || res.Malformed != 0 || res.OK != res.Sent {
+		t.Errorf("sent %d, ok %d, failures %d, malformed %d; want all ok", res.Sent, res.OK, res.Failures, res.Malformed)
 	}
-	if res.Delivered != messages || res.DeliveredTotal != messages || res.Lost != 0 {
-		t.Errorf("delivered %d (total %d, lost %d), want %d", res.Delivered, res.DeliveredTotal, res.Lost, messages)
+	if res.DeliveredTotal != res.OK || res.Lost != 0 || res.Delivered > res.DeliveredTotal {
+		t.Errorf("ok %d, delivered %d measured of %d, lost %d", res.OK, res.Delivered, res.DeliveredTotal, res.Lost)
+	}
+	wantLatencies := res.Delivered
+	if res.Mode == PingPong {
+		wantLatencies = res.RoundTrips
+	}
+	if res.LatencyCount != int64(wantLatencies) {
+		t.Errorf("%d latencies recorded, want %d", res.LatencyCount, wantLatencies)
+	}
+	if wantLatencies == 0 {
+		return
 	}
 	l := res.Latency
 	if !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max) {
-		t.Errorf("latency quantiles out of order: %+v", l)
+		t.Errorf("latency quantiles not positive and in order: %+v", l)
 	}
-	if res.LatencyCount <= 0 || res.MsgsPerSec <= 0 || res.MBPerSec <= 0 || res.DurationS <= 0 {
-		t.Errorf("count %d, msgs/s %v, MB/s %v, duration %v", res.LatencyCount, res.MsgsPerSec, res.MBPerSec, res.DurationS)
+	if res.DurationS <= 0 || res.MsgsPerSec <= 0 {
+		t.Fatalf("duration %v s, %v msg/s", res.DurationS, res.MsgsPerSec)
 	}
-}
-
-func TestRunPairs(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 4, Mode: Pairs, Window: 16, Messages: 4000})
-	checkDelivered(t, res, 4000)
-	if res.LatencyCount != 4000 {
-		t.Errorf("%d latencies recorded, want 4000", res.LatencyCount)
+	// MB/s is the text delivered: Size bytes a message.
+	if want := res.MsgsPerSec * float64(res.Size) / 1e6; math.Abs(res.MBPerSec-want) > 0.01+want/100 {
+		t.Errorf("%v MB/s at %v msg/s of %d bytes", res.MBPerSec, res.MsgsPerSec, res.Size)
 	}
 }
 
-func TestRunRandom(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 5, Mode: Random, Window: 8, Size: 100, Messages: 3000})
-	checkDelivered(t, res, 3000)
-	// MB/s counts the text delivered: 100 bytes a message.
-	if want := res.MsgsPerSec * 100 / 1e6; res.MBPerSec < want*0.99 || res.MBPerSec > want*1.01 {
-		t.Errorf("MB/s %v at %v msg/s of 100 bytes", res.MBPerSec, res.MsgsPerSec)
+// TestRunMessages runs every mode to a message count, in one process and
+// spread over child processes (this test binary, through TestMain), and
+// checks that exactly that many messages arrived.
+func TestRunMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		// The messages the recipients must count: Messages, or twice as
+		// many in PingPong, where each round trip is two messages.
+		delivered uint64
+	}{
+		{"pairs", Config{Clients: 4, Mode: Pairs, Window: 16, Messages: 4000}, 4000},
+		{"random", Config{Clients: 5, Mode: Random, Window: 8, Size: 100, Messages: 3001}, 3001},
+		{"pingpong", Config{Clients: 4, Mode: PingPong, Messages: 301}, 602},
+		{"pairs window 1", Config{Clients: 2, Mode: Pairs, Window: 1, Messages: 200}, 200},
+		// 800 kB in all: the server never finds a queue full (1 MiB).
+		{"pairs big texts", Config{Clients: 2, Mode: Pairs, Size: 20000, Messages: 40}, 40},
+		{"pairs 2 procs", Config{Clients: 6, Mode: Pairs, Window: 8, Messages: 2001, Procs: 2}, 2001},
+		{"random 2 procs", Config{Clients: 5, Mode: Random, Window: 8, Messages: 1001, Procs: 2}, 1001},
+		{"pingpong 2 procs", Config{Clients: 4, Mode: PingPong, Messages: 101, Procs: 2}, 202},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fastChildExit(t)
+			cfg := tc.cfg
+			cfg.Addr = serve(t, nil)
+			res := run(t, cfg)
+			checkConsistent(t, res)
+			if res.Delivered != tc.delivered || res.DeliveredTotal != tc.delivered {
+				t.Errorf("delivered %d (%d in all), want %d", res.Delivered, res.DeliveredTotal, tc.delivered)
+			}
+			if res.Mode == PingPong && res.RoundTrips != uint64(cfg.Messages) {
+				t.Errorf("%d round trips, want %d", res.RoundTrips, cfg.Messages)
+			}
+			wantProcs := max(cfg.Procs, 1)
+			if res.Clients != cfg.Clients || res.Procs != wantProcs || res.Mode != cfg.Mode {
+				t.Errorf("clients %d, procs %d, mode %s; want %d, %d, %s", res.Clients, res.Procs, res.Mode, cfg.Clients, wantProcs, cfg.Mode)
+			}
+		})
 	}
 }
 
-func TestRunPingPong(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 2, Mode: PingPong, Messages: 500})
-	if res.RoundTrips != 500 || res.Failures != 0 {
-		t.Errorf("round trips %d, failures %d; want 500, 0", res.RoundTrips, res.Failures)
+// The tests below that run for a time rather than to a count set a Rate:
+// as fast as possible, a recipient that falls behind its sender could find
+// the server's queue for it full, and the sender would get Failure.
+
+// TestRunDuration runs for a duration with a warm-up: the warm-up's
+// messages are delivered but not measured.
+func TestRunDuration(t *testing.T) {
+	res := run(t, Config{Addr: serve(t, nil), Clients: 2, Mode: Pairs, Rate: 2000, Warmup: 20 * time.Millisecond, Duration: 50 * time.Millisecond})
+	checkConsistent(t, res)
+	if res.Delivered == 0 {
+		t.Error("nothing delivered")
 	}
-	if res.LatencyKind == "" || res.Latency.P50 <= 0 || res.Latency.P50 > res.Latency.Max {
-		t.Errorf("latency %q %+v", res.LatencyKind, res.Latency)
+	// The run is stopped by a timer, which never fires early.
+	if res.DurationS < 0.05 {
+		t.Errorf("measured %v s, want at least the 0.05 s asked for", res.DurationS)
 	}
 }
 
+// TestRunRate checks that a rate holds the senders back: each message is
+// due one interval after the one before it.
 func TestRunRate(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 2, Mode: Pairs, Rate: 200, Duration: 500 * time.Millisecond})
-	// 2 clients at 200/s each for about half a second: about 200 messages,
-	// certainly not thousands.
-	if res.Delivered == 0 || res.Delivered > 400 || res.Failures != 0 {
-		t.Errorf("at 200/s per client for 0.5 s: delivered %d, failures %d", res.Delivered, res.Failures)
+	res := run(t, Config{Addr: serve(t, nil), Clients: 2, Mode: Pairs, Rate: 1000, Messages: 40})
+	checkConsistent(t, res)
+	if res.Delivered != 40 {
+		t.Errorf("delivered %d, want 40", res.Delivered)
+	}
+	// Each client's 20th message is due 19 ms after the start.
+	if res.DurationS < 0.019 {
+		t.Errorf("40 messages at 1000/s per client took %v s, less than the 0.019 s the rate allows", res.DurationS)
+	}
+}
+
+// TestRunCancel ends a run early through its context: it is still
+// reported, with what was in flight drained.
+func TestRunCancel(t *testing.T) {
+	for _, mode := range []Mode{Pairs, PingPong} {
+		t.Run(string(mode), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var once sync.Once
+			srv := &chat.Server{OnMessage: func(from, to, text string) { once.Do(cancel) }}
+			res, err := Run(ctx, Config{Addr: serve(t, srv), Clients: 2, Mode: mode, Rate: 2000, Duration: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkConsistent(t, res)
+			if res.Sent == 0 {
+				t.Error("nothing sent")
+			}
+		})
+	}
+}
+
+// TestRunServerGone checks that a server closing in the middle of a run
+// fails it, promptly and without leaving goroutines behind.
+func TestRunServerGone(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprint("procs ", procs), func(t *testing.T) {
+			fastChildExit(t)
+			relayed := make(chan struct{})
+			var once sync.Once
+			srv := &chat.Server{OnMessage: func(from, to, text string) { once.Do(func() { close(relayed) }) }}
+			addr := serve(t, srv)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := Run(context.Background(), Config{Addr: addr, Clients: 4, Mode: Pairs, Duration: time.Hour, Procs: procs})
+				errc <- err
+			}()
+			<-relayed
+			srv.Close()
+			if err := <-errc; err == nil {
+				t.Error("Run succeeded against a closed server")
+			}
+		})
 	}
 }
 
 func TestRunIdle(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 7, Mode: Idle, Duration: 50 * time.Millisecond, List: true})
+	res := run(t, Config{Addr: serve(t, nil), Clients: 7, Mode: Idle, Duration: 10 * time.Millisecond, List: true})
 	if res.List == nil || res.List.Names != 7 || res.List.Error != "" {
 		t.Errorf("list: %+v", res.List)
 	}
@@ -119,46 +233,226 @@ func TestRunIdle(t *testing.T) {
 	}
 }
 
-// TestRunProcs spreads the clients over child processes (this test binary,
-// through TestMain) and sums their results.
-func TestRunProcs(t *testing.T) {
-	res := run(t, Config{Addr: serve(t), Clients: 8, Mode: Pairs, Window: 8, Messages: 2000, Procs: 2})
-	checkDelivered(t, res, 2000)
-	if res.Procs != 2 || res.Clients != 8 {
-		t.Errorf("procs %d, clients %d; want 2, 8", res.Procs, res.Clients)
-	}
-}
-
+// TestResultOutput checks the -json object (decoded, with every field the
+// issue requires) and the table.
 func TestResultOutput(t *testing.T) {
 	var progress bytes.Buffer
-	res := run(t, Config{Addr: serve(t), Clients: 2, Mode: Pairs, Messages: 1000, Progress: &progress})
-	b, err := json.Marshal(res)
-	if err != nil {
+	res := run(t, Config{Addr: serve(t, nil), Clients: 2, Mode: Pairs, Messages: 1000, Progress: &progress})
+	var out bytes.Buffer
+	if err := res.WriteJSON(&out); err != nil {
 		t.Fatal(err)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
+	var got struct {
+		Clients    *int     `json:"clients"`
+		Mode       *string  `json:"mode"`
+		Size       *int     `json:"size"`
+		Window     *int     `json:"window"`
+		DurationS  *float64 `json:"duration_s"`
+		Delivered  *uint64  `json:"delivered"`
+		MsgsPerSec *float64 `json:"msgs_per_sec"`
+		MBPerSec   *float64 `json:"mb_per_sec"`
+		Failures   *uint64  `json:"failures"`
+		CPUUserS   *float64 `json:"cpu_user_s"`
+		Latency    *struct {
+			P50, P90, P99, P999, Max *float64
+		} `json:"latency_us"`
+	}
+	dec := json.NewDecoder(&out)
+	if err := dec.Decode(&got); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"clients", "mode", "size", "window", "duration_s", "delivered", "msgs_per_sec", "mb_per_sec", "failures", "latency_us"} {
-		if _, ok := m[k]; !ok {
-			t.Errorf("JSON lacks %q: %s", k, b)
-		}
+	if dec.More() {
+		t.Error("more than one JSON value")
 	}
-	lat, _ := m["latency_us"].(map[string]any)
-	for _, k := range []string{"p50", "p90", "p99", "p999", "max"} {
-		if _, ok := lat[k]; !ok {
-			t.Errorf("latency_us lacks %q: %s", k, b)
-		}
+	if got.Clients == nil || got.Mode == nil || got.Size == nil || got.Window == nil || got.DurationS == nil ||
+		got.Delivered == nil || got.MsgsPerSec == nil || got.MBPerSec == nil || got.Failures == nil || got.CPUUserS == nil || got.Latency == nil {
+		t.Fatalf("JSON lacks fields: %+v", got)
 	}
+	l := got.Latency
+	if l.P50 == nil || l.P90 == nil || l.P99 == nil || l.P999 == nil || l.Max == nil {
+		t.Fatalf("latency_us lacks fields: %+v", l)
+	}
+	if *got.Clients != 2 || *got.Mode != "pairs" || *got.Size != DefaultSize || *got.Window != DefaultWindow ||
+		*got.Delivered != 1000 || *got.Failures != 0 || *got.MsgsPerSec != res.MsgsPerSec || *l.P99 != res.Latency.P99 {
+		t.Errorf("JSON disagrees with the result %+v", res)
+	}
+
 	var table strings.Builder
 	if err := res.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"throughput", "p99"} {
+	for _, want := range []string{"throughput", "p99.9", "1,000 measured"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
+	}
+}
+
+// TestMerge checks how the results of the processes add up, with their
+// histograms carried through a child's JSON report.
+func TestMerge(t *testing.T) {
+	cfg := Config{Clients: 4, Mode: Pairs, Size: 100, Window: 10, Procs: 2}
+	var parts []*part
+	for i, lat := range [][2]int64{{1, 1000}, {1001, 2000}} { // µs
+		p := &part{Result: Result{
+			Clients: 2, Procs: 1, DurationS: float64(i + 1),
+			Sent: 1000, OK: 999, Failures: 1, Delivered: 990, DeliveredTotal: 998,
+			CPUUserS: 0.5, CPUSysS: 0.25,
+		}}
+		p.hist = newHistogram()
+		for v := lat[0]; v <= lat[1]; v++ {
+			p.hist.RecordValue(v * 1000)
+		}
+		// Through a child's report and back.
+		if err := p.encodeHist(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(childEvent{Event: "result", Result: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev childEvent
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if err := ev.Result.decodeHist(); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, ev.Result)
+	}
+	r := merge(&cfg, parts)
+	want := Result{
+		Clients: 4, Mode: Pairs, Size: 100, Window: 10, Procs: 2, DurationS: 2,
+		Sent: 2000, OK: 1998, Failures: 2, Delivered: 1980, DeliveredTotal: 1996, Lost: 2,
+		MsgsPerSec: 990, MBPerSec: 0.1, LatencyKind: "delivery", LatencyCount: 2000,
+		CPUUserS: 1, CPUSysS: 0.5,
+	}
+	got := *r
+	got.Latency = Latency{}
+	if got != want {
+		t.Errorf("merged:\n got %+v\nwant %+v", got, want)
+	}
+	// 3 significant digits: within 0.1 %.
+	near := func(got, want float64) bool { return math.Abs(got-want) <= want/1000 }
+	if l := r.Latency; !near(l.P50, 1000) || !near(l.P90, 1800) || !near(l.P99, 1980) || !near(l.P999, 1998) || !near(l.Max, 2000) {
+		t.Errorf("merged latency %+v, want about p50 1000, p90 1800, p99 1980, p99.9 1998, max 2000", l)
+	}
+
+	bad := &part{Result: Result{}, Hist: "not a histogram"}
+	if err := bad.decodeHist(); err == nil {
+		t.Error("decoded a bad histogram")
+	}
+}
+
+// TestShares checks that splitting clients and messages among processes
+// loses and invents nothing.
+func TestShares(t *testing.T) {
+	for _, tc := range []struct {
+		total   int64
+		senders int
+		procs   int
+	}{{10, 3, 2}, {1, 4, 3}, {1000, 7, 7}, {5, 10, 4}} {
+		var sum int64
+		from := 0
+		for i := range tc.procs {
+			n := int(split(int64(tc.senders), tc.procs, i))
+			sum += sharesOf(tc.total, tc.senders, from, n)
+			from += n
+		}
+		if sum != tc.total || from != tc.senders {
+			t.Errorf("%d messages of %d senders in %d parts: %d messages, %d senders", tc.total, tc.senders, tc.procs, sum, from)
+		}
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want int
+	}{
+		{Config{Clients: 10, Mode: Pairs, Procs: 4}, 4}, // 5 pairs: 2, 1, 1, 1
+		{Config{Clients: 10, Mode: Random, Procs: 4}, 3},
+		{Config{Clients: 10, Mode: Idle, Procs: 1}, 10},
+	} {
+		if got := tc.cfg.maxShare(); got != tc.want {
+			t.Errorf("%+v: largest share %d, want %d", tc.cfg, got, tc.want)
+		}
+	}
+}
+
+// TestServeChild speaks the child's side of the protocol in this process:
+// a run to a message count, a run ended by closing standard input, and a
+// child given up before it started.
+func TestServeChild(t *testing.T) {
+	addr := serve(t, nil)
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		stopAt   string // close stdin on this event
+		wantSent uint64
+	}{
+		{"messages", Config{Addr: addr, Clients: 2, Messages: 100, Prefix: "m"}, "", 100},
+		{"stopped", Config{Addr: addr, Clients: 2, Rate: 2000, Duration: time.Hour, Prefix: "s"}, "go", 0},
+		{"given up", Config{Addr: addr, Clients: 2, Duration: time.Hour, Prefix: "g"}, "ready", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inR, inW := io.Pipe()
+			outR, outW := io.Pipe()
+			done := make(chan error, 1)
+			go func() {
+				err := ServeChild(context.Background(), inR, outW)
+				outW.CloseWithError(err)
+				inR.Close()
+				done <- err
+			}()
+			spec, _ := json.Marshal(childSpec{Config: tc.cfg, Offset: 2})
+			if _, err := inW.Write(append(spec, '\n')); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(outR)
+			sc.Buffer(nil, 1<<20)
+			var events []string
+			var res *part
+			for sc.Scan() {
+				var ev childEvent
+				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+					t.Fatalf("bad report %q: %v", sc.Text(), err)
+				}
+				events = append(events, ev.Event)
+				switch {
+				case ev.Event == "ready" && tc.stopAt == "ready":
+					inW.Close()
+				case ev.Event == "ready":
+					io.WriteString(inW, "go\n")
+					if tc.stopAt == "go" {
+						inW.Close()
+					}
+				case ev.Event == "result":
+					res = ev.Result
+				case ev.Event == "error":
+					t.Fatalf("child failed: %s", ev.Error)
+				}
+			}
+			inW.Close()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if tc.stopAt == "ready" {
+				if res != nil || len(events) != 1 {
+					t.Errorf("a child given up before the start reported %v", events)
+				}
+				return
+			}
+			if res == nil || events[len(events)-2] != "stopped" {
+				t.Fatalf("events %v, want ready, stopped, result", events)
+			}
+			if err := res.decodeHist(); err != nil {
+				t.Fatal(err)
+			}
+			if res.Clients != 2 || res.OK != res.Sent || res.DeliveredTotal != res.OK || res.hist.TotalCount() != int64(res.Delivered) {
+				t.Errorf("result %+v, %d latencies", res.Result, res.hist.TotalCount())
+			}
+			if tc.wantSent != 0 && res.Sent != tc.wantSent {
+				t.Errorf("sent %d, want %d", res.Sent, tc.wantSent)
+			}
+		})
 	}
 }
 
@@ -166,8 +460,16 @@ func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{Mode: "sideways"},
 		{Size: 3},
+		{Size: chat.MaxTextLen + 1},
 		{Clients: 3, Mode: Pairs},
 		{Clients: -1},
+		{Window: -1},
+		{Messages: -1},
+		{Warmup: time.Second, Messages: 10},
+		{Mode: Idle, Messages: 10},
+		{Clients: 4, Mode: Random, Procs: 3},
+		{Clients: 4, Mode: PingPong, Procs: 3},
+		{Prefix: "a-prefix-far-too-long-for-a-name"},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded", cfg)
@@ -175,13 +477,37 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func TestStamp(t *testing.T) {
-	b := make([]byte, 20)
-	putStamp(b, 123456789)
-	if got, ok := parseStamp(b); !ok || got != 123456789 {
-		t.Errorf("parseStamp = %d, %v", got, ok)
+// TestFileLimit checks that a load needing more connections than one
+// process may open is refused before it starts, with advice.
+func TestFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<24 {
+		t.Skip("no open-file limit to exceed")
 	}
-	if _, ok := parseStamp([]byte("short")); ok {
-		t.Error("parsed a stamp from 5 bytes")
+	if err := checkFileLimit(10); err != nil {
+		t.Errorf("10 connections: %v", err)
+	}
+	clients := 2 * int(rl.Cur)
+	_, err := Run(context.Background(), Config{Addr: "127.0.0.1:1", Clients: clients, Prefix: "f"})
+	if err == nil || !strings.Contains(err.Error(), "at least 3 processes") {
+		t.Errorf("%d clients in one process: %v", clients, err)
+	}
+}
+
+func TestStamp(t *testing.T) {
+	for _, v := range []int64{0, 1, 123456789, math.MaxInt64} {
+		b := []byte("................-rest")
+		putStamp(b, v)
+		if got, ok := parseStamp(b); !ok || got != v {
+			t.Errorf("parseStamp(putStamp(%d)) = %d, %v", v, got, ok)
+		}
+		if !strings.HasSuffix(string(b), "-rest") {
+			t.Errorf("putStamp wrote past the stamp: %q", b)
+		}
+	}
+	for _, s := range []string{"short", "0123456789abcdeX", "0123456789ABCDEF"} {
+		if _, ok := parseStamp([]byte(s)); ok {
+			t.Errorf("parsed a stamp from %q", s)
+		}
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"sync"
 	"time"
-
-	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // The conversation between Run and a child process, over the child's
@@ -44,7 +42,10 @@ type childEvent struct {
 // ServeChild runs one child process of a Run with Config.Procs: it reads
 // its share of the load from stdin and reports on stdout. A program calls
 // it when its first argument is ChildArg, and exits non-zero if it returns
-// an error. Cancelling ctx ends the traffic early.
+// an error. Cancelling ctx ends the traffic early. Once the traffic has
+// started, a goroutine reads stdin to its end, which may come after
+// ServeChild returns: a child process exits then, and a caller in a
+// process that goes on closes stdin.
 func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	in := bufio.NewReader(stdin)
 	var mu sync.Mutex
@@ -71,6 +72,9 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return fail(err)
 	}
+	if err := checkFileLimit(cfg.Clients); err != nil {
+		return fail(err)
+	}
 	l := newLoad(cfg, spec.Offset)
 	if err := l.connect(ctx); err != nil {
 		return fail(err)
@@ -92,13 +96,15 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		defer close(progressDone)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
+		done := ctx.Done()
 		for {
 			select {
 			case <-tick.C:
 				c := l.progress()
 				emit(childEvent{Event: "progress", Counts: &c})
-			case <-ctx.Done():
+			case <-done:
 				l.stop()
+				done = nil // once: a closed channel would spin this loop while the load drains
 			case <-l.stopped():
 				return
 			}
@@ -113,11 +119,9 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	}
 	user1, sys1 := cpuTime()
 	p.CPUUserS, p.CPUSysS = user1-user0, sys1-sys0
-	h, err := p.hist.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
-	if err != nil {
-		return fail(fmt.Errorf("encoding the histogram: %w", err))
+	if err := p.encodeHist(); err != nil {
+		return fail(err)
 	}
-	p.Hist = string(h)
 	emit(childEvent{Event: "result", Result: p})
 	return nil
 }
@@ -225,16 +229,11 @@ func (c *childProc) readEvents(stdout io.Reader) {
 			if ev.Result == nil {
 				break
 			}
-			p := ev.Result
-			if p.Hist != "" {
-				h, err := hdrhistogram.Decode([]byte(p.Hist))
-				if err != nil {
-					c.err = fmt.Errorf("child process %d: decoding its histogram: %w", c.n, err)
-					break
-				}
-				p.hist, p.Hist = h, ""
+			if err := ev.Result.decodeHist(); err != nil {
+				c.err = fmt.Errorf("child process %d: %w", c.n, err)
+				break
 			}
-			c.res = p
+			c.res = ev.Result
 		case "error":
 			c.err = fmt.Errorf("child process %d: %s", c.n, ev.Error)
 		}

@@ -1,11 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -25,7 +25,6 @@ type load struct {
 	pad     string // the text of every message, before its stamp
 	hist    *latencyShards
 
-	bufSize   int // of each reader's buffer
 	batchSize int // bytes a writer gathers before writing
 
 	goTime      int64 // when start was called (now())
@@ -70,7 +69,6 @@ func newLoad(cfg Config, offset int) *load {
 	l.pad = string(pad)
 	frame := chat.HeaderSize + 2 + len(cfg.Prefix) + 6 + cfg.Size
 	l.batchSize = min(max(cfg.Window*frame, frame), 64<<10)
-	l.bufSize = min(max(2*cfg.Window*frame, 4<<10), 64<<10)
 	return l
 }
 
@@ -189,11 +187,7 @@ func (c *client) connect(ctx context.Context) error {
 		return fmt.Errorf("cannot connect to the server: %w", err)
 	}
 	c.nc = nc
-	var r io.Reader = nc
-	if l.cfg.Mode != Idle {
-		r = bufio.NewReaderSize(nc, l.bufSize)
-	}
-	c.fr = chat.NewFrameReader(r, 16<<20)
+	c.fr = chat.NewFrameReader(nc, 16<<20)
 	deadline, _ := ctx.Deadline()
 	nc.SetDeadline(deadline)
 	defer nc.SetDeadline(time.Time{})
@@ -358,11 +352,17 @@ wait:
 	}
 
 	// Drain: wait for the writers, then for every request to be answered
-	// and every accepted message to be delivered.
+	// and every accepted message to be delivered. A writer blocked on a
+	// server that stopped reading fails after DrainTimeout rather than
+	// holding the load forever.
+	drainBy := time.Now().Add(cfg.DrainTimeout)
+	for _, c := range l.clients {
+		c.nc.SetWriteDeadline(drainBy)
+	}
 	l.writers.Wait()
 	if l.failure() == nil && cfg.Mode != Idle {
 		tick := time.NewTicker(time.Millisecond)
-		timeout := time.NewTimer(cfg.DrainTimeout)
+		timeout := time.NewTimer(time.Until(drainBy))
 		prev = counts{}
 	drain:
 		for !l.quiescent(&prev) {
@@ -465,11 +465,10 @@ func (c *client) writeLoop() {
 			n = min(n, uint64(c.quota)-sent)
 		}
 		if cfg.Rate > 0 {
-			t := float64(now()-l.goTime) - phase
-			due := int64(t/interval) + 1 // messages due by now
+			// Message k is due at phase + k·interval after the start.
+			due := int64(math.Floor((float64(now()-l.goTime)-phase)/interval)) + 1 // messages due by now
 			if due <= int64(sent) {
-				wait := time.Duration(l.goTime+int64(phase+float64(sent)*interval)) - time.Duration(now())
-				timer.Reset(max(wait, 0))
+				timer.Reset(time.Duration(c.dueAt(sent, phase, interval) - now()))
 				select {
 				case <-timer.C:
 				case <-l.stopCh:
@@ -484,6 +483,13 @@ func (c *client) writeLoop() {
 		buf = buf[:0]
 		stamp := now()
 		for ; n > 0 && len(buf) < l.batchSize; n-- {
+			if cfg.Rate > 0 {
+				// Timed from when the message was due, not from when the
+				// generator got round to it: a server (or generator) that
+				// falls behind the rate shows in the latencies rather than
+				// silently slowing the senders down (coordinated omission).
+				stamp = c.dueAt(sent, phase, interval)
+			}
 			to := c.to
 			if rng != nil {
 				j := rng.IntN(len(l.clients) - 1)
@@ -503,6 +509,11 @@ func (c *client) writeLoop() {
 			return
 		}
 	}
+}
+
+// dueAt returns when message k of a client sending at a fixed rate is due.
+func (c *client) dueAt(k uint64, phase, interval float64) int64 {
+	return c.l.goTime + int64(phase+float64(k)*interval)
 }
 
 // readLoop reads what the server sends one client: replies, which open the

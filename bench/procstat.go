@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"syscall"
@@ -96,4 +97,25 @@ func cpuTime() (user, sys float64) {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime), tv(ru.Stime)
+}
+
+// fileSpare is the open files a process of the load needs beside its
+// clients' connections: standard streams, the runtime's, a LIST connection.
+const fileSpare = 32
+
+// checkFileLimit reports an error if this process may not open conns
+// connections: its open-file limit (RLIMIT_NOFILE, whose soft limit the Go
+// runtime raises to the hard one at start) is too low. Without the check
+// the load would fail part way through connecting, with EMFILE.
+func checkFileLimit(conns int) error {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == math.MaxUint64 {
+		return nil // no limit known
+	}
+	if uint64(conns)+fileSpare <= rl.Cur {
+		return nil
+	}
+	perProc := max(int64(rl.Cur)-fileSpare, 1)
+	return fmt.Errorf("%d connections in one process exceed its open-file limit of %d: spread the clients over at least %d processes (Config.Procs, chatbench -procs)",
+		conns, rl.Cur, (int64(conns)+perProc-1)/perProc)
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -91,6 +92,32 @@ type part struct {
 	hist *hdrhistogram.Histogram // nanoseconds
 }
 
+// encodeHist puts p's histogram into Hist, for a child's report.
+func (p *part) encodeHist() error {
+	if p.hist == nil {
+		return nil
+	}
+	h, err := p.hist.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		return fmt.Errorf("encoding the histogram: %w", err)
+	}
+	p.Hist = string(h)
+	return nil
+}
+
+// decodeHist takes p's histogram back out of Hist, from a child's report.
+func (p *part) decodeHist() error {
+	if p.Hist == "" {
+		return nil
+	}
+	h, err := hdrhistogram.Decode([]byte(p.Hist))
+	if err != nil {
+		return fmt.Errorf("decoding the histogram: %w", err)
+	}
+	p.hist, p.Hist = h, ""
+	return nil
+}
+
 // merge sums the parts of a load into one Result.
 func merge(cfg *Config, parts []*part) *Result {
 	r := &Result{
@@ -131,7 +158,7 @@ func merge(cfg *Config, parts []*part) *Result {
 			r.RoundTripsPerSec = round(float64(r.RoundTrips)/r.DurationS, 1)
 		}
 	}
-	r.DurationS = round(r.DurationS, 3)
+	r.DurationS = round(r.DurationS, 6)
 	r.Latency = summarize(h)
 	r.LatencyCount = h.TotalCount()
 	return r
@@ -140,6 +167,16 @@ func merge(cfg *Config, parts []*part) *Result {
 func round(x float64, digits int) float64 {
 	p := math.Pow10(digits)
 	return math.Round(x*p) / p
+}
+
+// WriteJSON writes r as one indented JSON object, the output of chatbench
+// -json: clients, mode, size, window, duration_s, delivered, msgs_per_sec,
+// mb_per_sec, failures and latency_us (p50, p90, p99, p999, max) among
+// the fields of Result.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }
 
 // WriteTable writes r as a two-column table for people.

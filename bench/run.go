@@ -33,6 +33,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFileLimit(cfg.maxShare()); err != nil {
+		return nil, err
+	}
 	var before procSample
 	if cfg.ServerPID != 0 {
 		if before, err = sampleProc(cfg.ServerPID); err != nil {
@@ -71,13 +74,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	})
 	defer stopAll()
 
-	allStopped := make(chan struct{})
-	go func() {
-		for _, w := range workers {
+	// A worker's traffic ends when its time is up, when it has sent its
+	// share of Messages, or when it fails. Without Messages, the first to
+	// end ends the others: they would stop within moments anyway, unless
+	// the first failed, and then the run is lost.
+	oneStopped := make(chan struct{}, len(workers))
+	var watchers sync.WaitGroup
+	for _, w := range workers {
+		watchers.Go(func() {
 			<-w.stopped()
-		}
-		close(allStopped)
-	}()
+			oneStopped <- struct{}{}
+		})
+	}
+	defer watchers.Wait()
+	running := len(workers)
 	var hold <-chan time.Time
 	if cfg.Mode == Idle {
 		t := time.NewTimer(cfg.Duration)
@@ -110,8 +120,13 @@ wait:
 			done = nil
 		case <-hold:
 			break wait
-		case <-allStopped:
-			break wait
+		case <-oneStopped:
+			if running--; running == 0 {
+				break wait
+			}
+			if cfg.Messages == 0 {
+				stopAll()
+			}
 		}
 	}
 	wall := time.Since(runStart)

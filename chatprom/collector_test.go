@@ -2,11 +2,14 @@ package chatprom
 
 import (
 	"context"
-	"io"
+	"errors"
 	"net"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,26 +17,181 @@ import (
 	"github.com/seedchat/chat"
 )
 
-func TestCollector(t *testing.T) {
-	srv := &chat.Server{}
-	defer srv.Close()
+// collectorSession is a server driven over net.Pipe.
+type collectorSession struct {
+	srv    *chat.Server
+	served chan error // ServeConn's results
+	conns  []net.Conn // the clients' ends
+}
+
+func (cs *collectorSession) pipe(t *testing.T) net.Conn {
+	t.Helper()
 	c, s := net.Pipe()
-	go srv.ServeConn(s)
-	client := chat.NewClient(c)
-	defer client.Close()
-	ctx := context.Background()
-	if err := client.Login(ctx, "alice"); err != nil {
+	go func() { cs.served <- cs.srv.ServeConn(s) }()
+	cs.conns = append(cs.conns, c)
+	return c
+}
+
+// close closes every client's end and waits for ServeConn to return for
+// each, after which the counts no longer move.
+func (cs *collectorSession) close(t *testing.T) {
+	t.Helper()
+	for _, c := range cs.conns {
+		c.Close()
+	}
+	for range cs.conns {
+		select {
+		case <-cs.served:
+		case <-time.After(10 * time.Second):
+			t.Fatal("ServeConn did not return")
+		}
+	}
+	cs.conns = nil
+}
+
+// collectorExpected is the exposition of every metric but the byte
+// counters after the session of TestCollector, with the connection and user
+// gauges given.
+func collectorExpected(conns, users int) string {
+	return strings.NewReplacer("CONNS", strconv.Itoa(conns), "USERS", strconv.Itoa(users)).Replace(`
+# HELP chat_connections Connections open now.
+# TYPE chat_connections gauge
+chat_connections CONNS
+# HELP chat_users_logged_in Users logged in through this server now.
+# TYPE chat_users_logged_in gauge
+chat_users_logged_in USERS
+# HELP chat_connections_accepted_total Connections served.
+# TYPE chat_connections_accepted_total counter
+chat_connections_accepted_total 3
+# HELP chat_connections_refused_total Connections closed at once because of -max-conns or -max-conns-per-ip.
+# TYPE chat_connections_refused_total counter
+chat_connections_refused_total 0
+# HELP chat_slow_consumers_dropped_total Connections dropped because writes to them made no progress.
+# TYPE chat_slow_consumers_dropped_total counter
+chat_slow_consumers_dropped_total 0
+# HELP chat_floods_dropped_total Connections closed for flooding past the rate limit.
+# TYPE chat_floods_dropped_total counter
+chat_floods_dropped_total 0
+# HELP chat_timeouts_total Connections closed by the login or frame timeout.
+# TYPE chat_timeouts_total counter
+chat_timeouts_total 0
+# HELP chat_frames_too_large_total Connections closed after a frame length beyond the limit.
+# TYPE chat_frames_too_large_total counter
+chat_frames_too_large_total 0
+# HELP chat_frames_received_total Frames received, by kind.
+# TYPE chat_frames_received_total counter
+chat_frames_received_total{kind="list"} 10
+chat_frames_received_total{kind="login"} 2
+chat_frames_received_total{kind="logout"} 0
+chat_frames_received_total{kind="malformed"} 1
+chat_frames_received_total{kind="sendto"} 2
+# HELP chat_frames_sent_total Frames queued for clients, by kind.
+# TYPE chat_frames_sent_total counter
+chat_frames_sent_total{kind="LIST"} 10
+chat_frames_sent_total{kind="RESPONSE"} 7
+chat_frames_sent_total{kind="SENDTO"} 1
+# HELP chat_failures_total Requests answered Failure, by reason.
+# TYPE chat_failures_total counter
+chat_failures_total{reason="already_logged_in"} 0
+chat_failures_total{reason="bad_name"} 0
+chat_failures_total{reason="bad_text"} 0
+chat_failures_total{reason="list_too_large"} 0
+chat_failures_total{reason="name_taken"} 0
+chat_failures_total{reason="no_recipient"} 1
+chat_failures_total{reason="not_logged_in"} 0
+chat_failures_total{reason="queue_full"} 0
+chat_failures_total{reason="rate_limited"} 2
+chat_failures_total{reason="vetoed"} 0
+# HELP chat_malformed_frames_total Frames that could not be parsed.
+# TYPE chat_malformed_frames_total counter
+chat_malformed_frames_total 1
+# HELP chat_rate_limited_requests_total Requests refused by the rate limit.
+# TYPE chat_rate_limited_requests_total counter
+chat_rate_limited_requests_total 2
+# HELP chat_messages_relayed_total Messages queued for their recipient.
+# TYPE chat_messages_relayed_total counter
+chat_messages_relayed_total 1
+`)
+}
+
+// collectorNames are the metrics of collectorExpected.
+var collectorNames = []string{
+	"chat_connections", "chat_users_logged_in", "chat_connections_accepted_total",
+	"chat_connections_refused_total", "chat_slow_consumers_dropped_total", "chat_floods_dropped_total",
+	"chat_timeouts_total", "chat_frames_too_large_total", "chat_frames_received_total",
+	"chat_frames_sent_total", "chat_failures_total", "chat_malformed_frames_total",
+	"chat_rate_limited_requests_total", "chat_messages_relayed_total",
+}
+
+// TestCollector drives a server through a session with a relayed message,
+// a failure, lists, a malformed frame and requests past the rate limit, and
+// checks what a registry gathers and what promhttp serves: every chat_
+// metric, with its value, type, help and labels.
+func TestCollector(t *testing.T) {
+	cs := &collectorSession{
+		// Each connection may make 10 requests.
+		srv:    &chat.Server{RateLimit: 1e-6, RateBurst: 10},
+		served: make(chan error, 3),
+	}
+	defer cs.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	msgs := make(chan chat.Message, 1)
+	alice := chat.NewClient(cs.pipe(t))
+	bob := chat.NewClient(cs.pipe(t), chat.OnMessage(func(m chat.Message) { msgs <- m }))
+	defer alice.Close()
+	defer bob.Close()
+	for name, c := range map[string]*chat.Client{"alice": alice, "bob": bob} {
+		if err := c.Login(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := alice.SendTo(ctx, "bob", "hi"); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.SendTo(ctx, "alice", "hi"); err != nil {
+	if m := <-msgs; m != (chat.Message{From: "alice", Text: "hi"}) {
+		t.Fatalf("bob received %+v", m)
+	}
+	if err := alice.SendTo(ctx, "carol", "hi"); !errors.Is(err, chat.ErrFailure) {
+		t.Fatalf("sendto nobody: %v, want Failure", err)
+	}
+	if names, err := alice.List(ctx); err != nil || !slices.Equal(names, []string{"alice", "bob"}) {
+		t.Fatalf("list = %q, %v", names, err)
+	}
+
+	// Raw frames: one the server cannot parse, then 11 lists; the rate
+	// limit allows the first 10 requests.
+	raw := cs.pipe(t)
+	b := []byte{0, 0, 0, 1, 0x7f}
+	for range 11 {
+		b = chat.AppendList(b)
+	}
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.SendTo(ctx, "bob", "hi"); err == nil {
-		t.Fatal("sendto nobody succeeded")
+	var replies []string
+	fr := chat.NewFrameReader(raw, 0)
+	for range 12 {
+		f, err := fr.Next()
+		if err != nil {
+			t.Fatalf("reply %d: %v", len(replies)+1, err)
+		}
+		if f.Type == chat.TypeResponse {
+			replies = append(replies, f.Result.String())
+		} else {
+			replies = append(replies, f.Type.String())
+		}
+	}
+	want := "Malformed packet" + strings.Repeat(" LIST", 9) + " Failure Failure"
+	if got := strings.Join(replies, " "); got != want {
+		t.Fatalf("replies to the raw frames: %s, want %s", got, want)
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(NewCollector(srv))
+	collector := NewCollector(cs.srv)
+	reg.MustRegister(collector)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -41,67 +199,50 @@ func TestCollector(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-	want := `
-# HELP chat_users_logged_in Users logged in through this server now.
-# TYPE chat_users_logged_in gauge
-chat_users_logged_in 1
-# HELP chat_messages_relayed_total Messages queued for their recipient.
-# TYPE chat_messages_relayed_total counter
-chat_messages_relayed_total 1
-# HELP chat_connections Connections open now.
-# TYPE chat_connections gauge
-chat_connections 1
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"chat_users_logged_in", "chat_messages_relayed_total", "chat_connections"); err != nil {
-		t.Error(err)
+	// 13 metrics without labels, 5 kinds received, 3 sent, 10 reasons.
+	if n := testutil.CollectAndCount(collector); n != 13+5+3+10 {
+		t.Errorf("%d series collected, want 31", n)
 	}
-
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	values := map[string]float64{}
 	for _, mf := range mfs {
 		if !strings.HasPrefix(mf.GetName(), "chat_") {
 			t.Errorf("metric %s does not start with chat_", mf.GetName())
 		}
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
-			}
-			if m.Counter != nil {
-				values[key] = m.GetCounter().GetValue()
-			} else {
-				values[key] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	for key, want := range map[string]float64{
-		"chat_frames_received_total{kind=login}":   1,
-		"chat_frames_received_total{kind=sendto}":  2,
-		"chat_frames_sent_total{kind=SENDTO}":      1,
-		"chat_frames_sent_total{kind=RESPONSE}":    3,
-		"chat_failures_total{reason=no_recipient}": 1,
-		"chat_failures_total{reason=queue_full}":   0,
-		"chat_connections_accepted_total":          1,
-	} {
-		if got, ok := values[key]; !ok || got != want {
-			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
-		}
 	}
 
-	// Served over HTTP in the text format.
+	// While connected.
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(collectorExpected(3, 2)), collectorNames...); err != nil {
+		t.Error(err)
+	}
+	// Served over HTTP in the text format, the same.
 	h := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer h.Close()
-	resp, err := h.Client().Get(h.URL)
-	if err != nil {
-		t.Fatal(err)
+	if err := testutil.ScrapeAndCompare(h.URL, strings.NewReader(collectorExpected(3, 2)), collectorNames...); err != nil {
+		t.Errorf("/metrics: %v", err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), `chat_failures_total{reason="no_recipient"} 1`) {
-		t.Errorf("/metrics lacks the failure count:\n%s", body)
+
+	// Once every connection is gone, the gauges are back to zero, the
+	// counters stay, and the byte counters are final.
+	cs.close(t)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(collectorExpected(0, 0)), collectorNames...); err != nil {
+		t.Error(err)
+	}
+	st := cs.srv.Stats()
+	if st.BytesIn == 0 || st.BytesOut == 0 {
+		t.Errorf("Stats: %d bytes in, %d out", st.BytesIn, st.BytesOut)
+	}
+	bytes := `
+# HELP chat_received_bytes_total Bytes read from clients.
+# TYPE chat_received_bytes_total counter
+chat_received_bytes_total ` + strconv.FormatUint(st.BytesIn, 10) + `
+# HELP chat_sent_bytes_total Bytes written to clients.
+# TYPE chat_sent_bytes_total counter
+chat_sent_bytes_total ` + strconv.FormatUint(st.BytesOut, 10) + `
+`
+	if err := testutil.ScrapeAndCompare(h.URL, strings.NewReader(bytes), "chat_received_bytes_total", "chat_sent_bytes_total"); err != nil {
+		t.Errorf("/metrics: %v", err)
 	}
 }

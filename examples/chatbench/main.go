@@ -16,12 +16,12 @@
 //
 // -procs K spreads the clients over K child processes of chatbench (one
 // process can hold at most as many connections as its open-file limit
-// allows). SIGINT or SIGTERM end the run early; it is still reported.
+// allows). SIGINT or SIGTERM end the run early; it is still reported (a
+// second signal kills chatbench).
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +36,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop) // the first signal ends the run gracefully; a second one kills
 	if len(os.Args) > 1 && os.Args[1] == bench.ChildArg {
 		if err := bench.ServeChild(ctx, os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "chatbench (child):", err)
@@ -99,9 +100,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return res.WriteJSON(os.Stdout)
 	}
 	return res.WriteTable(os.Stdout)
 }
