@@ -4,17 +4,35 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// benchTransports serve a Server over net.Pipe and over loopback TCP.
-func benchTransport(b *testing.B, tcp bool) (srv *Server, dial func() net.Conn) {
-	srv = &Server{}
+// The relay benchmarks: one sender, the server, one recipient, in this
+// process, over net.Pipe or loopback TCP.
+//
+//	go test -run '^$' -bench 'Relay|PingPong|SendTo' -benchmem
+//
+// Allocations are counted over the whole process: the server's and the
+// clients'.
+
+// benchText is the text of every message: 64 bytes, as in BENCHMARKS.md.
+var benchText = strings.Repeat("x", 64)
+
+// benchTransport serves a new Server over net.Pipe or over loopback TCP and
+// returns a function that connects to it. Everything it starts ends with
+// the benchmark.
+func benchTransport(b *testing.B, tcp bool) (dial func() net.Conn) {
+	srv := &Server{}
+	var serving sync.WaitGroup
+	b.Cleanup(func() {
+		srv.Close()
+		serving.Wait()
+	})
 	if !tcp {
-		b.Cleanup(func() { srv.Close() })
-		return srv, func() net.Conn {
+		return func() net.Conn {
 			c, s := net.Pipe()
-			go srv.ServeConn(s)
+			serving.Go(func() { srv.ServeConn(s) })
 			b.Cleanup(func() { c.Close() })
 			return c
 		}
@@ -23,9 +41,8 @@ func benchTransport(b *testing.B, tcp bool) (srv *Server, dial func() net.Conn) 
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(l)
-	b.Cleanup(func() { srv.Close() })
-	return srv, func() net.Conn {
+	serving.Go(func() { srv.Serve(l) })
+	return func() net.Conn {
 		c, err := net.Dial("tcp", l.Addr().String())
 		if err != nil {
 			b.Fatal(err)
@@ -35,87 +52,187 @@ func benchTransport(b *testing.B, tcp bool) (srv *Server, dial func() net.Conn) 
 	}
 }
 
+// benchLogin logs c in as name, speaking the protocol directly.
+func benchLogin(b *testing.B, c net.Conn, fr *FrameReader, name string) {
+	b.Helper()
+	if _, err := c.Write(AppendLogin(nil, name)); err != nil {
+		b.Fatalf("login %s: %v", name, err)
+	}
+	f, err := fr.Next()
+	if err == nil && (f.Type != TypeResponse || f.Result != ResultOK) {
+		err = ErrFailure
+	}
+	if err != nil {
+		b.Fatalf("login %s: %v", name, err)
+	}
+}
+
 func BenchmarkRelayPipe(b *testing.B) { benchRelay(b, false) }
 func BenchmarkRelayTCP(b *testing.B)  { benchRelay(b, true) }
 
 // benchRelay relays b.N messages of 64 bytes from one connection to
-// another through the server, pipelined (up to 1024 in flight), counting
-// them at the recipient.
+// another through the server, pipelined (up to relayWindow unanswered
+// requests, written relayBatch to a write), and counts them at the
+// recipient. It reports the messages delivered per second.
 func benchRelay(b *testing.B, tcp bool) {
-	_, dial := benchTransport(b, tcp)
+	const (
+		relayBatch  = 64
+		relayWindow = 1024
+	)
+	dial := benchTransport(b, tcp)
 	sender, recipient := dial(), dial()
-	login := func(c net.Conn, fr *FrameReader, name string) {
-		c.Write(AppendLogin(nil, name))
-		if f, err := fr.Next(); err != nil || f.Result != ResultOK {
-			b.Fatalf("login %s: %v", name, err)
-		}
-	}
 	sfr, rfr := NewFrameReader(sender, 0), NewFrameReader(recipient, 0)
-	login(sender, sfr, "sender")
-	login(recipient, rfr, "recipient")
+	benchLogin(b, sender, sfr, "sender")
+	benchLogin(b, recipient, rfr, "recipient")
 
-	const batch = 64
 	var frames []byte
-	for range batch {
-		frames = AppendSendTo(frames, "recipient", strings.Repeat("x", 64))
+	for range relayBatch {
+		frames = AppendSendTo(frames, "recipient", benchText)
 	}
-	tokens := make(chan struct{}, 1024)
-	for range cap(tokens) / batch {
+	frameLen := len(frames) / relayBatch
+
+	// A token is room in the window for one more batch; the sender's
+	// replies give them back.
+	tokens := make(chan struct{}, relayWindow/relayBatch)
+	for range cap(tokens) {
 		tokens <- struct{}{}
 	}
-	replies, delivered := make(chan error, 1), make(chan error, 1)
-	n := (b.N + batch - 1) / batch * batch
-	go func() { // the sender's replies
+	n := b.N
+	errc := make(chan error, 2) // the first failure of either reader
+	var readers sync.WaitGroup
+	readers.Go(func() { // the sender's replies
 		for i := range n {
 			f, err := sfr.Next()
-			if err == nil && f.Result != ResultOK {
+			if err == nil && (f.Type != TypeResponse || f.Result != ResultOK) {
 				err = ErrFailure
 			}
 			if err != nil {
-				replies <- err
+				errc <- err
 				return
 			}
-			if i%batch == batch-1 {
+			if i%relayBatch == relayBatch-1 {
 				tokens <- struct{}{}
 			}
 		}
-		replies <- nil
-	}()
-	go func() { // the recipient's messages
+	})
+	delivered := make(chan struct{})
+	readers.Go(func() { // the recipient's messages
 		for range n {
 			if _, err := rfr.Next(); err != nil {
-				delivered <- err
+				errc <- err
 				return
 			}
 		}
-		delivered <- nil
+		close(delivered)
+	})
+	defer func() {
+		// On failure, closing the connections ends the readers.
+		sender.Close()
+		recipient.Close()
+		readers.Wait()
 	}()
-	b.SetBytes(64)
+
+	b.SetBytes(int64(len(benchText)))
 	b.ReportAllocs()
 	b.ResetTimer()
-	for sent := 0; sent < n; sent += batch {
-		<-tokens
-		if _, err := sender.Write(frames); err != nil {
+	for sent := 0; sent < n; sent += relayBatch {
+		select {
+		case <-tokens:
+		case err := <-errc:
+			b.Fatal(err)
+		}
+		batch := frames[:min(relayBatch, n-sent)*frameLen]
+		if _, err := sender.Write(batch); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if err := <-delivered; err != nil {
+	select {
+	case <-delivered:
+	case err := <-errc:
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	if err := <-replies; err != nil {
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func BenchmarkPingPongPipe(b *testing.B) { benchPingPong(b, false) }
+func BenchmarkPingPongTCP(b *testing.B)  { benchPingPong(b, true) }
+
+// benchPingPong bounces one message between two connections through the
+// server: an op is a round trip, two relays, so ns/op is the round-trip
+// latency with nothing else in flight.
+func benchPingPong(b *testing.B, tcp bool) {
+	dial := benchTransport(b, tcp)
+	ping, pong := dial(), dial()
+	pifr, pofr := NewFrameReader(ping, 0), NewFrameReader(pong, 0)
+	benchLogin(b, ping, pifr, "ping")
+	benchLogin(b, pong, pofr, "pong")
+	toPong := AppendSendTo(nil, "pong", benchText)
+	toPing := AppendSendTo(nil, "ping", benchText)
+
+	// The other side: sends each message back as it arrives, and checks
+	// the replies to its sendtos. It ends when the benchmark closes pong,
+	// or on a failure, which it reports and then closes ping so that the
+	// benchmark stops waiting for the message back.
+	errc := make(chan error, 1)
+	var echo sync.WaitGroup
+	echo.Go(func() {
+		defer ping.Close()
+		for {
+			f, err := pofr.Next()
+			if err == nil && f.Type == TypeMessage {
+				_, err = pong.Write(toPing)
+			} else if err == nil && f.Result != ResultOK {
+				err = ErrFailure
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+	})
+	failed := func(err error) {
+		b.Helper()
+		select {
+		case cause := <-errc: // the echo's failure closed ping
+			err = cause
+		default:
+		}
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+	defer func() {
+		pong.Close()
+		echo.Wait()
+	}()
+
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ping.Write(toPong); err != nil {
+			failed(err)
+		}
+		for { // the reply to the sendto, and the message back, in either order
+			f, err := pifr.Next()
+			if err != nil {
+				failed(err)
+			}
+			if f.Type == TypeMessage {
+				break
+			}
+			if f.Result != ResultOK {
+				failed(ErrFailure)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "roundtrips/s")
 }
 
 func BenchmarkSendToPipe(b *testing.B) { benchSendTo(b, false) }
 func BenchmarkSendToTCP(b *testing.B)  { benchSendTo(b, true) }
 
 // benchSendTo measures Client.SendTo one call at a time: a request, the
-// relay, and the reply.
+// relay, the reply, and the message read by the recipient's Client.
 func benchSendTo(b *testing.B, tcp bool) {
-	_, dial := benchTransport(b, tcp)
+	dial := benchTransport(b, tcp)
 	ctx := context.Background()
 	got := make(chan struct{}, 1024)
 	a := NewClient(dial())
@@ -128,10 +245,9 @@ func benchSendTo(b *testing.B, tcp bool) {
 	if err := r.Login(ctx, "r"); err != nil {
 		b.Fatal(err)
 	}
-	text := strings.Repeat("x", 64)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := a.SendTo(ctx, "r", text); err != nil {
+		if err := a.SendTo(ctx, "r", benchText); err != nil {
 			b.Fatal(err)
 		}
 		<-got

@@ -87,14 +87,16 @@ type Config struct {
 	Window   int           // requests in flight per client (not yet answered)
 	Duration time.Duration // how long to send, after Warmup; with Messages, a limit
 	Messages int64         // stop after this many messages in all (round trips for PingPong)
-	Rate     float64       // messages per second per client; 0 is as fast as possible (see below)
 	Warmup   time.Duration // send for this long before measuring (with Duration only)
 	Procs    int           // spread the clients over this many child processes (0 or 1: none)
 
-	// With a Rate, each message is timed from when it was due rather than
-	// from when it was written, so that a server that cannot keep up (or
-	// a full window) shows in the latencies instead of quietly lowering
-	// the rate: what HdrHistogram calls coordinated omission.
+	// Rate is the messages per second each client sends; 0 is as fast as
+	// the window allows. A message held back by a full window is timed
+	// from when it was due rather than from when it was written, so that
+	// a server that cannot keep up shows in the latencies instead of
+	// quietly lowering the rate (what HdrHistogram calls coordinated
+	// omission).
+	Rate float64
 
 	// ServerPID, if not zero, is the server's process id on this machine:
 	// Run reports its CPU time over the run and its resident memory before

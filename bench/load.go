@@ -433,6 +433,7 @@ func (c *client) writeLoop() {
 	}
 	var timer *time.Timer
 	var interval, phase float64
+	var woke int64 // when the rate's timer last woke the writer
 	if cfg.Rate > 0 {
 		timer = time.NewTimer(time.Hour)
 		defer timer.Stop()
@@ -471,6 +472,7 @@ func (c *client) writeLoop() {
 				timer.Reset(time.Duration(c.dueAt(sent, phase, interval) - now()))
 				select {
 				case <-timer.C:
+					woke = now()
 				case <-l.stopCh:
 					return
 				case <-c.dead:
@@ -485,10 +487,13 @@ func (c *client) writeLoop() {
 		for ; n > 0 && len(buf) < l.batchSize; n-- {
 			if cfg.Rate > 0 {
 				// Timed from when the message was due, not from when the
-				// generator got round to it: a server (or generator) that
-				// falls behind the rate shows in the latencies rather than
-				// silently slowing the senders down (coordinated omission).
-				stamp = c.dueAt(sent, phase, interval)
+				// window let it go: a server that falls behind the rate
+				// shows in the latencies rather than silently slowing the
+				// senders down (coordinated omission). But a timer waking
+				// late (by up to a millisecond when the runtime sleeps in
+				// epoll) is the generator's delay, not the server's:
+				// never before the writer last woke from the timer.
+				stamp = max(c.dueAt(sent, phase, interval), woke)
 			}
 			to := c.to
 			if rng != nil {

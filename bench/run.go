@@ -86,7 +86,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			oneStopped <- struct{}{}
 		})
 	}
-	defer watchers.Wait()
 	running := len(workers)
 	var hold <-chan time.Time
 	if cfg.Mode == Idle {
@@ -150,6 +149,7 @@ wait:
 		}
 		parts[i] = p
 	}
+	watchers.Wait() // every worker has stopped: its watcher is done
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
