@@ -279,6 +279,7 @@ type FrameReader struct {
 	start int // first unconsumed byte in buf
 	end   int // end of the bytes read into buf
 	want  int // the size the buffer gets when it is next replaced
+	quiet int // reads in a row that returned little
 }
 
 // The bounds of a FrameReader's buffer while frames fit in it: small when
@@ -286,6 +287,9 @@ type FrameReader struct {
 const (
 	frameReaderMinBuf = 512
 	frameReaderMaxBuf = 16 << 10
+
+	// frameReaderQuietReads small reads in a row halve the buffer.
+	frameReaderQuietReads = 16
 )
 
 // NewFrameReader returns a reader of frames from r whose bodies are at most
@@ -373,8 +377,16 @@ func (fr *FrameReader) fill(n int) error {
 		switch {
 		case m == room:
 			fr.want = min(2*fr.want, frameReaderMaxBuf) // busy: read more at once
+			fr.quiet = 0
 		case m < room/8:
-			fr.want = max(fr.want/2, frameReaderMinBuf) // quiet: hold less
+			// Quiet: hold less, but only once reads have stayed small for a
+			// while, or a busy stream would trade buffers back and forth.
+			if fr.quiet++; fr.quiet >= frameReaderQuietReads {
+				fr.want = max(fr.want/2, frameReaderMinBuf)
+				fr.quiet = 0
+			}
+		default:
+			fr.quiet = 0
 		}
 		if err != nil {
 			if fr.end-fr.start >= n {
