@@ -6,16 +6,11 @@ package chat
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"slices"
 	"strings"
@@ -229,6 +224,18 @@ func TestClientConcurrent(t *testing.T) {
 		}
 		in.expectNone(t)
 	})
+}
+
+// startLogout calls c.Logout in a goroutine and returns its result's
+// channel once the scripted server srv has read the request.
+func startLogout(t *testing.T, c *Client, srv *raw, ctx context.Context) chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.Logout(ctx) }()
+	if f := srv.next(); f.Type != TypeLogout {
+		t.Fatalf("the server got %v, want logout", f.Type)
+	}
+	return done
 }
 
 // fakeServer is the server end of a net.Pipe, scripted by the test.
@@ -452,8 +459,7 @@ func TestClientProtocolErrors(t *testing.T) {
 			c, srv := fakeServer(t)
 			done := make(chan error, 1)
 			if tt.pending {
-				go func() { done <- c.Logout(testCtx(t)) }()
-				srv.next()
+				done = startLogout(t, c, srv, testCtx(t))
 			}
 			srv.send(tt.frame)
 			select {
@@ -537,9 +543,7 @@ func TestClientMessages(t *testing.T) {
 	in.expect(t, msgs[0].From, msgs[0].Text)
 	in.expect(t, msgs[1].From, msgs[1].Text)
 
-	done := make(chan error, 1)
-	go func() { done <- c.Logout(testCtx(t)) }()
-	srv.next()
+	done := startLogout(t, c, srv, testCtx(t))
 	out = AppendMessage(nil, msgs[2].From, []byte(msgs[2].Text))
 	out = AppendResponse(out, ResultFailure)
 	out = AppendMessage(out, msgs[3].From, []byte(msgs[3].Text))
@@ -558,8 +562,7 @@ func TestClientMessages(t *testing.T) {
 	// Without a handler, messages are read and dropped.
 	quiet, srv2 := fakeServer(t)
 	srv2.send(AppendMessage(nil, "bob", []byte("dropped")))
-	go func() { done <- quiet.Logout(testCtx(t)) }()
-	srv2.next()
+	done = startLogout(t, quiet, srv2, testCtx(t))
 	srv2.send(AppendResponse(nil, ResultOK))
 	if err := <-done; err != nil {
 		t.Errorf("Logout without a handler: %v", err)
@@ -573,9 +576,7 @@ func TestClientServerCloses(t *testing.T) {
 	t.Run("fake", func(t *testing.T) {
 		t.Parallel()
 		c, srv := fakeServer(t)
-		done := make(chan error, 1)
-		go func() { done <- c.Logout(testCtx(t)) }()
-		srv.next()
+		done := startLogout(t, c, srv, testCtx(t))
 		srv.c.Close()
 		if err := <-done; !errors.Is(err, ErrClosed) || !errors.Is(err, io.EOF) {
 			t.Errorf("pending call: %v, want ErrClosed and io.EOF", err)
@@ -689,9 +690,7 @@ func TestClientContext(t *testing.T) {
 	if c.Err() != nil {
 		t.Fatalf("the connection ended: %v", c.Err())
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.Logout(testCtx(t)) }()
-	srv.next()
+	done := startLogout(t, c, srv, testCtx(t))
 	srv.send(AppendResponse(nil, ResultOK))
 	if err := <-done; err != nil {
 		t.Errorf("Logout after an interrupted write: %v", err)
@@ -703,9 +702,7 @@ func TestClientContext(t *testing.T) {
 func TestClientClose(t *testing.T) {
 	t.Parallel()
 	c, srv := fakeServer(t)
-	done := make(chan error, 1)
-	go func() { done <- c.Logout(testCtx(t)) }()
-	srv.next()
+	done := startLogout(t, c, srv, testCtx(t))
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
@@ -770,12 +767,13 @@ func TestDial(t *testing.T) {
 
 func TestDialTLS(t *testing.T) {
 	t.Parallel()
-	cert, pool := selfSigned(t)
+	ca := identityNewCA(t, "test CA")
+	cert := ca.issue(t, x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) { c.DNSNames = []string{"localhost"} })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})
+	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}})
 	srv := &Server{}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(tl) }()
@@ -786,7 +784,7 @@ func TestDialTLS(t *testing.T) {
 		}
 	}()
 	ctx := testCtx(t)
-	config := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	config := &tls.Config{RootCAs: ca.pool, ServerName: "localhost"}
 	in := newInbox()
 	a, err := Dial(ctx, l.Addr().String(), WithTLS(config))
 	if err != nil {
@@ -822,37 +820,4 @@ func TestDialTLS(t *testing.T) {
 	if !errors.As(err, &unknown) {
 		t.Fatalf("over TLS with an untrusted certificate: %v, want x509.UnknownAuthorityError", err)
 	}
-}
-
-// selfSigned returns a certificate for localhost and 127.0.0.1 and a pool
-// that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }

@@ -242,18 +242,6 @@ func (r *raw) expectEOF() {
 
 func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
 
-// eventually asks cond, which makes a round trip to the server, until it
-// holds or the test times out.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, testTimeout)
-		}
-	}
-}
-
 func TestServerLogin(t *testing.T) {
 	t.Parallel()
 	forEachTransport(t, func(t *testing.T, tr transport) {
@@ -290,7 +278,7 @@ func TestServerLogin(t *testing.T) {
 
 		// A closed connection is logged out: its name is free again.
 		a.c.Close()
-		eventually(t, "alice logged out after closing", func() bool { return !slices.Contains(b.list(), "alice") })
+		hostileEventually(t, "alice logged out after closing", func() bool { return !slices.Contains(b.list(), "alice") })
 		b.do(AppendLogin(nil, "alice"), ResultOK)
 	})
 }
@@ -507,7 +495,7 @@ func TestServerOversize(t *testing.T) {
 		a.expectEOF()
 
 		// Only that connection: bob goes on, and alice is logged out.
-		eventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
+		hostileEventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
 		b.send(AppendSendTo(nil, "bob", "ok"))
 		b.expectInAnyOrder("RESPONSE Success", "SENDTO bob: ok")
 		if st := ts.srv.Stats(); st.FramesTooLarge != 1 {
