@@ -1,19 +1,47 @@
 package chat
 
 import (
+	"errors"
 	"slices"
 	"sync"
+)
+
+// Errors a Directory returns.
+var (
+	// ErrNameTaken reports a login with a name logged in already.
+	ErrNameTaken = errors.New("chat: name already logged in")
+
+	// ErrUnavailable reports a request a Directory cannot carry out for
+	// now: one spanning several servers that has lost touch with the
+	// others, say. Errors that wrap it are answered Failure, counted under
+	// FailUnavailable.
+	ErrUnavailable = errors.New("chat: directory unavailable")
 )
 
 // Peer is the delivery end of one logged-in connection, as the server hands
 // it to the Directory.
 type Peer interface {
-	// Deliver queues a message with text from the user from, without
-	// blocking on the network. It returns nil once the message is queued,
-	// ErrQueueFull if the recipient's queue has no room, or ErrPeerGone if
-	// the connection is closing. Deliver must not retain text after it
-	// returns.
+	// Deliver queues a message with text from the user from. It returns
+	// nil once the message is queued, ErrQueueFull if the recipient's queue
+	// has no room, ErrPeerGone if the connection is closing, or another
+	// error (wrapping ErrUnavailable, say) if it cannot tell. Deliver must
+	// not retain text after it returns.
+	//
+	// The server's own peers never block on the network. A Directory's
+	// peers for users on other servers may wait for the other server's
+	// answer; the sending connection waits with them, which is what keeps
+	// its messages in order.
 	Deliver(from string, text []byte) error
+}
+
+// Evicter is implemented by the Peers the Server hands to a Directory. A
+// Directory that finds a name it had recorded for p recorded elsewhere
+// instead (in a cluster, after a network partition) calls p.Evict: the
+// Server then closes p's connection, and reports reason as the cause. Evict
+// does not wait for the connection to close and may be called more than
+// once.
+type Evicter interface {
+	Evict(reason error)
 }
 
 // Directory is the table of logged-in users and the way to reach them. The
@@ -21,9 +49,10 @@ type Peer interface {
 // implementation (one spanning several servers, say). Its methods are called
 // from many connections at once and must be safe for concurrent use.
 type Directory interface {
-	// Login records that name is logged in at p. It reports false, and
-	// changes nothing, if name is already logged in anywhere.
-	Login(name string, p Peer) bool
+	// Login records that name is logged in at p. It returns ErrNameTaken,
+	// and changes nothing, if name is already logged in anywhere, and
+	// another error if it cannot tell.
+	Login(name string, p Peer) error
 
 	// Logout forgets name, if it is logged in at p.
 	Logout(name string, p Peer)
@@ -45,18 +74,18 @@ type MemoryDirectory struct {
 }
 
 // Login implements Directory.
-func (d *MemoryDirectory) Login(name string, p Peer) bool {
+func (d *MemoryDirectory) Login(name string, p Peer) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, taken := d.peers[name]; taken {
-		return false
+		return ErrNameTaken
 	}
 	if d.peers == nil {
 		d.peers = make(map[string]Peer)
 	}
 	d.peers[name] = p
 	d.sorted = nil
-	return true
+	return nil
 }
 
 // Logout implements Directory.

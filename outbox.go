@@ -294,6 +294,20 @@ func (o *outbox) closeWhenDrained() {
 	}
 }
 
+// Evict implements Evicter: it closes the connection, dropping whatever is
+// queued, and has the connection report reason.
+func (o *outbox) Evict(reason error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	if o.onFail != nil {
+		o.onFail(&evictError{reason})
+	}
+	o.closeLocked()
+}
+
 // closeNow closes the connection, dropping whatever is queued.
 func (o *outbox) closeNow() {
 	o.mu.Lock()

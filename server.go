@@ -466,7 +466,8 @@ type conn struct {
 	frameBy  time.Time     // when the frame being read must be complete; zero if not armed
 	deadline time.Time     // the read deadline set on nc
 
-	slow atomic.Bool // the writer gave up on the client
+	slow    atomic.Bool           // the writer gave up on the client
+	evicted atomic.Pointer[error] // why the Directory evicted the user, if it did
 }
 
 // logAt logs msg about the connection, with its remote address and, once
@@ -526,7 +527,20 @@ var (
 	errFrameTimeout = errors.New("chat: frame not completed in time")
 )
 
+// evictError is why a connection ends when the Directory evicts its user.
+type evictError struct{ reason error }
+
+func (e *evictError) Error() string { return "chat: evicted by the directory: " + e.reason.Error() }
+func (e *evictError) Unwrap() error { return e.reason }
+
+// writeFailed is the outbox's onFail: it records why the outbox closed the
+// connection, for serve to report.
 func (c *conn) writeFailed(err error) {
+	if ev := (*evictError)(nil); errors.As(err, &ev) {
+		c.evicted.Store(&err)
+		c.srv.log.Warn("user evicted", zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(ev.reason))
+		return
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.slow.Store(true)
 		c.srv.events.slow.Add(1)
@@ -596,6 +610,8 @@ func (c *conn) serve() error {
 	switch {
 	case c.slow.Load():
 		err = errSlowConsumer
+	case c.evicted.Load() != nil:
+		err = *c.evicted.Load()
 	case s.inShutdown.Load():
 		err = ErrServerClosed
 	case errors.Is(err, io.EOF):
@@ -713,6 +729,7 @@ func (c *conn) handle(f Frame) {
 		ok, why = c.login(f.Name)
 	case TypeList:
 		c.stats.framesIn[inList].Add(1)
+		c.flushIfRemote()
 		names := c.srv.dir.Names()
 		if NamesSize(names) <= c.srv.maxFrameSize() {
 			c.out.replyNames(names)
@@ -758,8 +775,13 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 			return false, FailVetoed
 		}
 	}
-	if !s.dir.Login(name, c.out) {
-		return false, FailNameTaken
+	c.flushIfRemote()
+	if err := s.dir.Login(name, c.out); err != nil {
+		if errors.Is(err, ErrNameTaken) {
+			return false, FailNameTaken
+		}
+		c.logAt(zap.WarnLevel, "login not recorded", zap.String("name", name), zap.Error(err))
+		return false, FailUnavailable
 	}
 	c.name = name
 	c.loginBy = time.Time{}
@@ -774,6 +796,7 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 func (c *conn) logout(reason error) {
 	s := c.srv
 	name := c.name
+	c.flushIfRemote()
 	s.dir.Logout(name, c.out)
 	s.events.users.Add(-1)
 	c.logAt(zap.InfoLevel, "logout", zap.NamedError("reason", reason))
@@ -783,6 +806,28 @@ func (c *conn) logout(reason error) {
 	}
 	if s.OnLogout != nil {
 		s.OnLogout(c.nc, name, reason)
+	}
+}
+
+// notDelivered logs why a message was not queued, and returns the reason
+// for the Failure.
+//
+//go:noinline
+func (c *conn) notDelivered(to []byte, err error) FailureReason {
+	if errors.Is(err, ErrQueueFull) || errors.Is(err, ErrPeerGone) {
+		c.logAt(zap.DebugLevel, "message not queued", zap.ByteString("to", to), zap.Error(err))
+		return FailQueueFull
+	}
+	c.logAt(zap.WarnLevel, "message not delivered", zap.ByteString("to", to), zap.Error(err))
+	return FailUnavailable
+}
+
+// flushIfRemote writes what the connection owes before a call into a
+// Directory that may wait on the network: the replies to the requests
+// before need not wait for it.
+func (c *conn) flushIfRemote() {
+	if _, local := c.srv.dir.(*MemoryDirectory); !local {
+		c.flush()
 	}
 }
 
@@ -811,11 +856,11 @@ func (c *conn) sendTo(to, text []byte) (bool, FailureReason) {
 			c.touched = append(c.touched, o)
 		}
 	} else {
+		c.flush() // the replies owed so far need not wait for another server
 		err = p.Deliver(c.name, text)
 	}
 	if err != nil {
-		c.logAt(zap.DebugLevel, "message not queued", zap.ByteString("to", to), zap.Error(err))
-		return false, FailQueueFull
+		return false, c.notDelivered(to, err)
 	}
 	c.stats.relayed.Add(1)
 	if s.OnMessage != nil {

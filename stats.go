@@ -17,12 +17,14 @@ const (
 	FailVetoed                               // refused by AllowLogin or AllowMessage
 	FailListTooLarge                         // the list would not fit in one frame
 	FailRateLimited                          // the connection sent too many requests
+	FailUnavailable                          // the Directory could not carry it out (ErrUnavailable)
 	numFailureReasons
 )
 
 var failureNames = [numFailureReasons]string{
 	"not_logged_in", "already_logged_in", "name_taken", "bad_name", "bad_text",
 	"no_recipient", "queue_full", "vetoed", "list_too_large", "rate_limited",
+	"unavailable",
 }
 
 // String returns the reason's name, in snake case as metrics label it.
