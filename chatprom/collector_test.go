@@ -101,6 +101,7 @@ chat_failures_total{reason="no_recipient"} 1
 chat_failures_total{reason="not_logged_in"} 0
 chat_failures_total{reason="queue_full"} 0
 chat_failures_total{reason="rate_limited"} 2
+chat_failures_total{reason="unavailable"} 0
 chat_failures_total{reason="vetoed"} 0
 # HELP chat_malformed_frames_total Frames that could not be parsed.
 # TYPE chat_malformed_frames_total counter
@@ -199,9 +200,9 @@ func TestCollector(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-	// 13 metrics without labels, 5 kinds received, 3 sent, 10 reasons.
-	if n := testutil.CollectAndCount(collector); n != 13+5+3+10 {
-		t.Errorf("%d series collected, want 31", n)
+	// 13 metrics without labels, 5 kinds received, 3 sent, 11 reasons.
+	if n := testutil.CollectAndCount(collector); n != 13+5+3+11 {
+		t.Errorf("%d series collected, want 32", n)
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
