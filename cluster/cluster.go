@@ -1,0 +1,720 @@
+// Package cluster joins several chat servers into one chat through NATS.
+//
+// A Directory implements chat.Directory over a NATS server with JetStream.
+// Give the same Directory to a chat.Server on each node:
+//
+//	dir, err := cluster.Open(ctx, "nats://127.0.0.1:4222", cluster.Config{Node: "node-1"})
+//	if err != nil { ... }
+//	defer dir.Close()
+//	srv := &chat.Server{Directory: dir}
+//
+// # How it works
+//
+// Logged-in names live in a JetStream key-value bucket, one key per name
+// holding the name of the node its user is connected to. A login is an
+// atomic create of the key, so of two logins with one name, on any nodes and
+// at the same moment, exactly one wins; a logout deletes the key, provided
+// it is still the one the login created. Each node keeps a copy of the
+// bucket, kept current by a watch, from which it answers list and finds the
+// node of a recipient.
+//
+// A message for a user on another node is a NATS request to that node,
+// which queues it for its user and answers whether it did. The sending
+// connection waits for the answer (Config.Timeout at most) before it reads
+// its next request, so one sender's messages to one recipient arrive in
+// order, and Success means the recipient's server queued the message.
+//
+// # Failures
+//
+// Every node publishes a heartbeat each Config.Heartbeat. A node not heard
+// from for Config.DeadAfter is taken for dead, and the other nodes delete
+// the names of its users: a node killed without cleaning up has its users
+// leave the list, and their names freed, within DeadAfter plus one
+// Heartbeat (12 s with the defaults). A message for a user of a node that
+// has died is answered Failure (NATS tells at once that nobody listens). A
+// message the dead node had queued, and answered Success for, is lost with
+// the recipient's connection, as on a single server that dies.
+//
+// A node that has lost its connection to NATS refuses logins, and messages
+// to users on other nodes, with Failure (chat.ErrUnavailable): it cannot
+// tell whether a name is free nor deliver elsewhere. Its own users keep
+// chatting among themselves, and list shows them only. When the connection
+// comes back the node reads the bucket again and checks each of its users'
+// names: a name that the other nodes deleted meanwhile (the node was
+// silent longer than DeadAfter) is taken again; a name that another user
+// has taken since is left to that user, and the node's own user is
+// evicted (its connection closed), so that no name is ever logged in twice
+// for longer than the partition lasted.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/seedchat/chat"
+)
+
+// Defaults of Config.
+const (
+	DefaultBucket    = "chat_users"
+	DefaultPrefix    = "chat"
+	DefaultDeadAfter = 10 * time.Second
+	DefaultTimeout   = 2 * time.Second
+)
+
+// Config configures a Directory. The zero value is usable, except that
+// nodes started from one program on one host need distinct Node names.
+type Config struct {
+	// Node names this node, uniquely in the cluster: letters, digits, '-'
+	// and '_'. A node restarted under the same name takes over (and
+	// deletes) the names its previous run left behind at once; under a new
+	// name, they are freed after DeadAfter. The default is the host name
+	// and the process id.
+	Node string
+
+	// Bucket is the JetStream key-value bucket of logged-in names, created
+	// if missing. DefaultBucket if empty.
+	Bucket string
+
+	// Prefix starts the NATS subjects of the cluster. DefaultPrefix if
+	// empty. Clusters sharing a NATS server need distinct Buckets and
+	// Prefixes.
+	Prefix string
+
+	// DeadAfter is how long a node may go unheard before the others take
+	// it for dead and free its users' names. DefaultDeadAfter if zero.
+	DeadAfter time.Duration
+
+	// Heartbeat is how often the node says it is alive, and checks the
+	// others. DeadAfter/5 if zero.
+	Heartbeat time.Duration
+
+	// Timeout bounds each request to NATS or to another node. A message
+	// whose node does not answer in time is answered Failure, although it
+	// may have been delivered. DefaultTimeout if zero.
+	Timeout time.Duration
+
+	// Replicas is the number of copies JetStream keeps of the bucket, when
+	// it creates it: 1 if zero.
+	Replicas int
+
+	// Logger receives the cluster's events. Nil means no logging.
+	Logger *zap.Logger
+
+	// Options are added to the Directory's own for its NATS connection
+	// (which reconnect for ever, every half second).
+	Options []nats.Option
+}
+
+// Directory is a chat.Directory shared by the nodes of a cluster through
+// NATS. It is safe for concurrent use. See the package documentation.
+type Directory struct {
+	cfg      Config
+	log      *zap.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	instance string // tells this process from another using the same Node
+	deliver  string // subject of messages for this node's users
+
+	online  atomic.Bool   // connected, with the copy of the bucket current
+	epoch   atomic.Uint64 // disconnections so far
+	poke    chan struct{} // the connection changed: maintain now
+	done    chan struct{} // closed by Close
+	maint   sync.WaitGroup
+	follows sync.WaitGroup
+
+	// Used by the maintaining goroutine only.
+	watcher     *watch
+	onlineSince time.Time
+
+	mu      sync.RWMutex
+	kv      jetstream.KeyValue
+	local   map[string]*localUser // this node's users
+	all     map[string]*entry     // the copy of the bucket
+	sorted  []string              // cache of all's names, nil when stale
+	applied uint64                // the last revision copied
+	waiters []waiter              // Names calls waiting for a revision
+	seen    map[string]seenAt     // when each node was last heard from
+	closed  bool
+}
+
+// localUser is a login on this node.
+type localUser struct {
+	peer    chat.Peer
+	rev     uint64 // the revision of its key; 0 while the login is in flight
+	leaving bool   // its key is being deleted
+}
+
+// entry is a name in the copy of the bucket.
+type entry struct {
+	node string
+	rev  uint64
+	peer *remotePeer // nil for this node's names
+}
+
+type waiter struct {
+	rev  uint64
+	done chan struct{}
+}
+
+type seenAt struct {
+	at       time.Time
+	instance string
+}
+
+// Open connects to the NATS server at url (a comma-separated list for
+// several), creates the bucket if it does not exist, and joins the cluster.
+// It fails if NATS cannot be reached, or if a running node already uses the
+// name cfg.Node. The Directory stays connected, reconnecting as needed,
+// until Close.
+func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = DefaultDeadAfter
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = cfg.DeadAfter / 5
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Node == "" {
+		host, _ := os.Hostname()
+		cfg.Node = fmt.Sprintf("%s-%d", host, os.Getpid())
+		cfg.Node = SanitizeNode(cfg.Node)
+	}
+	if !validToken(cfg.Node) {
+		return nil, fmt.Errorf("cluster: node name %q: use letters, digits, '-' and '_'", cfg.Node)
+	}
+	if !validToken(cfg.Prefix) && !validSubject(cfg.Prefix) {
+		return nil, fmt.Errorf("cluster: subject prefix %q is not a NATS subject", cfg.Prefix)
+	}
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	d := &Directory{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		instance: hex.EncodeToString(nonce[:]),
+		deliver:  cfg.Prefix + ".deliver." + cfg.Node,
+		poke:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		local:    make(map[string]*localUser),
+		all:      make(map[string]*entry),
+		seen:     make(map[string]seenAt),
+	}
+	if d.log == nil {
+		d.log = zap.NewNop()
+	}
+	d.log = d.log.With(zap.String("node", cfg.Node))
+
+	opts := []nats.Option{
+		nats.Name("chat node " + cfg.Node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			d.epoch.Add(1)
+			d.online.Store(false)
+			d.log.Warn("disconnected from NATS", zap.Error(err))
+			d.kick()
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			d.log.Info("reconnected to NATS", zap.String("url", nc.ConnectedUrlRedacted()))
+			d.kick()
+		}),
+	}
+	nc, err := nats.Connect(url, append(opts, cfg.Options...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connecting to NATS: %w", err)
+	}
+	d.nc = nc
+	if d.js, err = jetstream.New(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if err := d.subscribe(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := d.sync(ctx); err != nil {
+		d.stopWatch()
+		nc.Close()
+		d.follows.Wait()
+		return nil, err
+	}
+	d.heartbeat()
+	d.maint.Add(1)
+	go d.maintain()
+	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
+	return d, nil
+}
+
+// subscribe makes sure no other running node has this node's name, and
+// starts answering for it.
+func (d *Directory) subscribe() error {
+	hello := d.cfg.Prefix + ".hello." + d.cfg.Node
+	m, err := d.nc.Request(hello, []byte(d.instance), d.cfg.Timeout/4)
+	switch {
+	case err == nil:
+		return fmt.Errorf("cluster: node name %q is in use by a running node (%s)", d.cfg.Node, m.Data)
+	case !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("cluster: %w", err)
+	}
+	subs := []struct {
+		subj string
+		fn   nats.MsgHandler
+	}{
+		{hello, func(m *nats.Msg) { m.Respond([]byte(d.instance)) }},
+		{d.deliver, d.handleDeliver},
+		{d.cfg.Prefix + ".alive.*", d.handleHeartbeat},
+	}
+	for _, s := range subs {
+		sub, err := d.nc.Subscribe(s.subj, s.fn)
+		if err != nil {
+			return fmt.Errorf("cluster: subscribing to %s: %w", s.subj, err)
+		}
+		// Deliveries may come in bursts from many nodes; the bound is the
+		// recipients' queues, not NATS's.
+		sub.SetPendingLimits(-1, 256<<20)
+	}
+	return d.nc.FlushTimeout(d.cfg.Timeout)
+}
+
+// Node returns the node's name.
+func (d *Directory) Node() string { return d.cfg.Node }
+
+// Online reports whether the node is connected to the cluster: when it is
+// not, logins and messages to other nodes are refused.
+func (d *Directory) Online() bool { return d.online.Load() }
+
+// Close leaves the cluster: it deletes the names of the users still logged
+// in here (a Server's Shutdown logs them out first), and closes the NATS
+// connection.
+func (d *Directory) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	left := make(map[string]uint64, len(d.local))
+	for name, u := range d.local {
+		if u.rev != 0 {
+			left[name] = u.rev
+		}
+	}
+	d.mu.Unlock()
+	close(d.done)
+	d.maint.Wait()
+	if d.online.Load() {
+		for name, rev := range left {
+			d.deleteKey(name, rev)
+		}
+	}
+	d.online.Store(false)
+	d.stopWatch()
+	d.nc.Close()
+	d.follows.Wait()
+	return nil
+}
+
+// abandon leaves without cleaning up, as a node that is killed: tests use
+// it.
+func (d *Directory) abandon() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	close(d.done)
+	d.maint.Wait()
+	d.online.Store(false)
+	d.stopWatch()
+	d.nc.Close()
+	d.follows.Wait()
+}
+
+func (d *Directory) kick() {
+	select {
+	case d.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Directory) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.cfg.Timeout)
+}
+
+func (d *Directory) bucket() jetstream.KeyValue {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.kv
+}
+
+// unavailable is the error of requests refused while the node is offline.
+var errOffline = fmt.Errorf("%w: not connected to the cluster", chat.ErrUnavailable)
+
+// Login implements chat.Directory: it creates name's key in the bucket.
+func (d *Directory) Login(name string, p chat.Peer) error {
+	if !d.online.Load() {
+		return errOffline
+	}
+	u := &localUser{peer: p}
+	d.mu.Lock()
+	if _, taken := d.local[name]; taken || d.closed {
+		d.mu.Unlock()
+		return chat.ErrNameTaken
+	}
+	d.local[name] = u
+	kv := d.kv
+	d.mu.Unlock()
+
+	rev, err := d.claim(kv, name)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		delete(d.local, name)
+		return err
+	}
+	u.rev = rev
+	return nil
+}
+
+// claim creates name's key for this node. A key this node owns already (a
+// logout it could not record while offline) is taken over.
+func (d *Directory) claim(kv jetstream.KeyValue, name string) (uint64, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	rev, err := kv.Create(ctx, name, []byte(d.cfg.Node))
+	if err == nil {
+		return rev, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
+	}
+	e, err := kv.Get(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+		return 0, chat.ErrNameTaken // freed just now; the client may try again
+	case err != nil:
+		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
+	case string(e.Value()) != d.cfg.Node:
+		return 0, chat.ErrNameTaken
+	}
+	rev, err = kv.Update(ctx, name, []byte(d.cfg.Node), e.Revision())
+	if err != nil {
+		return 0, chat.ErrNameTaken
+	}
+	return rev, nil
+}
+
+// Logout implements chat.Directory: it deletes name's key, if it is still
+// the one the login created.
+func (d *Directory) Logout(name string, p chat.Peer) {
+	d.mu.Lock()
+	u := d.local[name]
+	if u == nil || u.peer != p {
+		d.mu.Unlock()
+		return // evicted, or not logged in here
+	}
+	u.leaving = true
+	rev := u.rev
+	d.mu.Unlock()
+
+	if rev != 0 && d.online.Load() {
+		d.deleteKey(name, rev)
+	}
+	// Offline, the key stays until the node is back: the maintenance finds
+	// it without a user and deletes it then.
+
+	d.mu.Lock()
+	if d.local[name] == u {
+		delete(d.local, name)
+	}
+	d.mu.Unlock()
+}
+
+// deleteKey deletes name's key if its revision is still rev.
+func (d *Directory) deleteKey(name string, rev uint64) bool {
+	kv := d.bucket()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := kv.Delete(ctx, name, jetstream.LastRevision(rev)); err != nil {
+		d.log.Debug("name not deleted", zap.String("name", name), zap.Uint64("revision", rev), zap.Error(err))
+		return false
+	}
+	return true
+}
+
+// Lookup implements chat.Directory. A user of this node is its own peer; a
+// user of another node is a peer that sends the message there.
+func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
+	d.mu.RLock()
+	if u := d.local[string(name)]; u != nil && u.rev != 0 {
+		d.mu.RUnlock()
+		return u.peer, true
+	}
+	if !d.online.Load() {
+		d.mu.RUnlock()
+		return offlinePeer{}, true
+	}
+	e := d.all[string(name)]
+	d.mu.RUnlock()
+	if e != nil {
+		if e.peer == nil {
+			return nil, false // this node's, and not logged in here
+		}
+		return e.peer, true
+	}
+	// Not in the copy: it may be a login the watch has not brought yet.
+	return d.lookupBucket(string(name))
+}
+
+// lookupBucket reads name's key from the bucket itself.
+func (d *Directory) lookupBucket(name string) (chat.Peer, bool) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	e, err := d.bucket().Get(ctx, name)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil, false
+		}
+		return offlinePeer{err: fmt.Errorf("%w: %v", chat.ErrUnavailable, err)}, true
+	}
+	node := string(e.Value())
+	if node == d.cfg.Node {
+		return nil, false
+	}
+	return d.remote(node, name), true
+}
+
+func (d *Directory) remote(node, name string) *remotePeer {
+	return &remotePeer{d: d, node: node, subject: d.cfg.Prefix + ".deliver." + node, name: name}
+}
+
+// Names implements chat.Directory: the names of the whole cluster, or of
+// this node only while it is offline. It first brings the copy of the
+// bucket up to date with the bucket itself, so that a login answered
+// Success anywhere before the list was asked for is in it.
+func (d *Directory) Names() []string {
+	if !d.online.Load() {
+		return d.localNames()
+	}
+	d.catchUp()
+	d.mu.RLock()
+	names := d.sorted
+	d.mu.RUnlock()
+	if names != nil {
+		return names
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sorted == nil {
+		d.sorted = make([]string, 0, len(d.all))
+		for name := range d.all {
+			d.sorted = append(d.sorted, name)
+		}
+		slices.Sort(d.sorted)
+	}
+	return d.sorted
+}
+
+func (d *Directory) localNames() []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	names := make([]string, 0, len(d.local))
+	for name, u := range d.local {
+		if u.rev != 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// catchUp waits, Timeout at most, until the copy of the bucket has applied
+// the bucket's last revision.
+func (d *Directory) catchUp() {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	st, err := d.bucket().Status(ctx)
+	if err != nil {
+		d.log.Debug("bucket status", zap.Error(err))
+		return
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return
+	}
+	last := bs.StreamInfo().State.LastSeq
+	d.mu.Lock()
+	if d.applied >= last {
+		d.mu.Unlock()
+		return
+	}
+	w := waiter{last, make(chan struct{})}
+	d.waiters = append(d.waiters, w)
+	d.mu.Unlock()
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+	}
+}
+
+// remotePeer is a user logged in on another node.
+type remotePeer struct {
+	d       *Directory
+	node    string
+	subject string
+	name    string
+}
+
+// Deliver implements chat.Peer: it asks the user's node to queue the
+// message, and waits for its answer.
+func (p *remotePeer) Deliver(from string, text []byte) error {
+	d := p.d
+	if !d.online.Load() {
+		return errOffline
+	}
+	err := p.request(from, text)
+	if err != chat.ErrPeerGone {
+		return err
+	}
+	// The user has left that node; it may have logged in on another.
+	q, ok := d.lookupBucket(p.name)
+	if !ok {
+		return chat.ErrPeerGone
+	}
+	if rq, ok := q.(*remotePeer); !ok || rq.node == p.node {
+		return chat.ErrPeerGone
+	}
+	return q.Deliver(from, text)
+}
+
+func (p *remotePeer) request(from string, text []byte) error {
+	msg := appendDelivery(make([]byte, 0, 2+len(p.name)+len(from)+len(text)), p.name, from, text)
+	m, err := p.d.nc.Request(p.subject, msg, p.d.cfg.Timeout)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("%w: node %s is not running", chat.ErrUnavailable, p.node)
+	case err != nil:
+		return fmt.Errorf("%w: node %s: %v (the message may have been delivered)", chat.ErrUnavailable, p.node, err)
+	case len(m.Data) != 1:
+		return fmt.Errorf("%w: node %s: bad answer", chat.ErrUnavailable, p.node)
+	}
+	switch m.Data[0] {
+	case answerQueued:
+		return nil
+	case answerFull:
+		return chat.ErrQueueFull
+	default:
+		return chat.ErrPeerGone
+	}
+}
+
+// offlinePeer is the peer of users on other nodes while this node is
+// offline.
+type offlinePeer struct{ err error }
+
+func (p offlinePeer) Deliver(string, []byte) error {
+	if p.err != nil {
+		return p.err
+	}
+	return errOffline
+}
+
+// handleDeliver queues a message from another node for a user of this one,
+// and answers whether it did. NATS calls it for one message at a time, in
+// the order sent, which keeps each sender's messages in order.
+func (d *Directory) handleDeliver(m *nats.Msg) {
+	to, from, text, ok := parseDelivery(m.Data)
+	if !ok {
+		d.log.Warn("malformed delivery", zap.String("subject", m.Subject))
+		return
+	}
+	d.mu.RLock()
+	u := d.local[string(to)]
+	d.mu.RUnlock()
+	answer := answerGone
+	if u != nil && u.rev != 0 {
+		switch err := u.peer.Deliver(string(from), text); {
+		case err == nil:
+			answer = answerQueued
+		case errors.Is(err, chat.ErrQueueFull):
+			answer = answerFull
+		}
+	}
+	m.Respond(answers[answer : answer+1])
+}
+
+// Answers to a delivery.
+const (
+	answerQueued = iota
+	answerFull
+	answerGone
+)
+
+var answers = []byte{answerQueued, answerFull, answerGone}
+
+// appendDelivery encodes a message for another node: the lengths of the
+// recipient's and the sender's names, a byte each, the names, and the text.
+func appendDelivery(b []byte, to, from string, text []byte) []byte {
+	b = append(b, byte(len(to)), byte(len(from)))
+	b = append(b, to...)
+	b = append(b, from...)
+	return append(b, text...)
+}
+
+func parseDelivery(b []byte) (to, from, text []byte, ok bool) {
+	if len(b) < 2 || len(b) < 2+int(b[0])+int(b[1]) {
+		return nil, nil, nil, false
+	}
+	n, m := 2+int(b[0]), 2+int(b[0])+int(b[1])
+	return b[2:n], b[n:m], b[m:], true
+}
+
+// SanitizeNode turns s into a valid node name, replacing what a NATS
+// subject token cannot hold by '-'.
+func SanitizeNode(s string) string {
+	return strings.Map(func(r rune) rune {
+		if tokenRune(r) {
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+func tokenRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
+func validToken(s string) bool {
+	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !tokenRune(r) })
+}
+
+func validSubject(s string) bool {
+	for tok := range strings.SplitSeq(s, ".") {
+		if !validToken(tok) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,303 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
+
+	"github.com/seedchat/chat"
+)
+
+// TestMain fails the package's tests if any goroutine outlives them: the
+// NATS servers, nodes and clients a test starts must all be gone.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Timings of the test clusters: short, so that a dead node is noticed in
+// about a second.
+const (
+	testDeadAfter = time.Second
+	testHeartbeat = 100 * time.Millisecond
+	testWait      = 30 * time.Second // bound on anything a test waits for
+)
+
+// natsServer is an embedded NATS server with JetStream, which a test can
+// stop and start again on the same port and store.
+type natsServer struct {
+	t     *testing.T
+	store string
+	port  int
+	ns    *natsserver.Server
+}
+
+func startNATS(t *testing.T) *natsServer {
+	t.Helper()
+	s := &natsServer{t: t, store: t.TempDir(), port: -1}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *natsServer) start() {
+	s.t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      s.port,
+		JetStream: true,
+		StoreDir:  s.store,
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(testWait) {
+		s.t.Fatal("NATS server not ready")
+	}
+	s.ns = ns
+	s.port = ns.Addr().(*net.TCPAddr).Port
+}
+
+func (s *natsServer) stop() {
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		s.ns = nil
+	}
+}
+
+func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
+
+// node is a chat server joined to a test cluster, listening on loopback.
+type node struct {
+	t      *testing.T
+	name   string
+	dir    *Directory
+	srv    *chat.Server
+	addr   string
+	served chan error
+
+	mu      sync.Mutex
+	logouts map[string]chan struct{} // closed when the name logs out here
+}
+
+func startNode(t *testing.T, url, name string) *node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testWait)
+	defer cancel()
+	dir, err := Open(ctx, url, Config{
+		Node:      name,
+		DeadAfter: testDeadAfter,
+		Heartbeat: testHeartbeat,
+		Timeout:   5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("node %s: %v", name, err)
+	}
+	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{})}
+	n.srv = &chat.Server{
+		Directory: dir,
+		OnLogout: func(_ net.Conn, name string, _ error) {
+			n.mu.Lock()
+			if ch := n.logouts[name]; ch != nil {
+				close(ch)
+				delete(n.logouts, name)
+			}
+			n.mu.Unlock()
+		},
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.addr = l.Addr().String()
+	go func() { n.served <- n.srv.Serve(l) }()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// stop shuts the node down cleanly: its users log out, then it leaves.
+func (n *node) stop() {
+	if n.srv == nil {
+		return
+	}
+	n.srv.Close()
+	<-n.served
+	n.dir.Close()
+	n.srv = nil
+}
+
+// kill stops the node as if its process were killed: it leaves NATS
+// without deleting its users' names, and its clients' connections drop.
+func (n *node) kill() {
+	n.dir.abandon()
+	n.srv.Close()
+	<-n.served
+	n.srv = nil
+}
+
+// loggedOut returns a channel closed when name logs out of the node.
+func (n *node) loggedOut(name string) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := make(chan struct{})
+	n.logouts[name] = ch
+	return ch
+}
+
+// user is a client of a test cluster with the messages it received.
+type user struct {
+	*chat.Client
+	t    *testing.T
+	name string
+	msgs chan chat.Message
+}
+
+func dial(t *testing.T, n *node) *user {
+	t.Helper()
+	u := &user{t: t, msgs: make(chan chat.Message, 1<<14)}
+	c, err := chat.Dial(t.Context(), n.addr, chat.OnMessage(func(m chat.Message) { u.msgs <- m }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Client = c
+	t.Cleanup(func() { c.Close() })
+	return u
+}
+
+// login connects a client to n and logs it in as name.
+func login(t *testing.T, n *node, name string) *user {
+	t.Helper()
+	u := dial(t, n)
+	if err := u.Login(ctx(t), name); err != nil {
+		t.Fatalf("login %s on %s: %v", name, n.name, err)
+	}
+	u.name = name
+	return u
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), testWait)
+	t.Cleanup(cancel)
+	return c
+}
+
+// receive waits for the user's next message.
+func (u *user) receive() chat.Message {
+	u.t.Helper()
+	select {
+	case m := <-u.msgs:
+		return m
+	case <-u.Done():
+		u.t.Fatalf("%s: connection ended: %v", u.name, u.Err())
+	case <-time.After(testWait):
+		u.t.Fatalf("%s: no message", u.name)
+	}
+	return chat.Message{}
+}
+
+// eventually polls cond until it holds, failing the test after testWait.
+// It is for what no event announces: a node noticing that another died.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(testWait)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func isFailure(err error) bool { return errors.Is(err, chat.ErrFailure) }
+
+// proxy forwards TCP connections to a NATS server, and can cut them: a
+// node connected through it loses NATS while the others keep it.
+type proxy struct {
+	t      *testing.T
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	p := &proxy{t: t, target: target, conns: make(map[net.Conn]struct{})}
+	p.listen("127.0.0.1:0")
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *proxy) url() string { return "nats://" + p.addr }
+
+func (p *proxy) listen(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.l, p.addr = l, l.Addr().String()
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.pipe(c, s)
+			go p.pipe(s, c)
+		}
+	}()
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// cut closes the proxy and every connection through it.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// restore listens again on the same address.
+func (p *proxy) restore() { p.listen(p.addr) }

@@ -1,0 +1,359 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/seedchat/chat"
+)
+
+// watch is the watch that keeps the copy of the bucket current.
+type watch struct {
+	w       jetstream.KeyWatcher
+	cancel  context.CancelFunc
+	stopped atomic.Bool
+}
+
+// maintain is the goroutine that keeps the node in the cluster: it says
+// the node is alive, frees the names of dead nodes, checks this node's
+// names against the bucket, and brings the node back online after NATS
+// comes back.
+func (d *Directory) maintain() {
+	defer d.maint.Done()
+	t := time.NewTicker(d.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-d.poke:
+		case <-t.C:
+		}
+		if !d.nc.IsConnected() {
+			d.online.Store(false)
+			continue
+		}
+		if !d.online.Load() {
+			ctx, cancel := d.ctx()
+			err := d.sync(ctx)
+			cancel()
+			if err != nil {
+				d.log.Warn("rejoining the cluster", zap.Error(err))
+				continue
+			}
+			d.log.Info("back online")
+		}
+		d.heartbeat()
+		d.reapDead()
+		d.reconcile()
+	}
+}
+
+// sync (re)starts the copy of the bucket, creating the bucket if it is
+// missing, checks this node's names against it, and puts the node online.
+func (d *Directory) sync(ctx context.Context) error {
+	epoch := d.epoch.Load()
+	kv, err := d.js.KeyValue(ctx, d.cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = d.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      d.cfg.Bucket,
+			Description: "chat: logged-in names and their nodes",
+			History:     1,
+			Replicas:    d.cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = d.js.KeyValue(ctx, d.cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: opening bucket %s: %w", d.cfg.Bucket, err)
+	}
+
+	d.stopWatch()
+	// The watch's context must outlive this call: the watch uses it again
+	// when it re-creates its consumer. Only its creation is bounded.
+	wctx, wcancel := context.WithCancel(context.Background())
+	created := make(chan struct{})
+	go func() {
+		select {
+		case <-created:
+		case <-ctx.Done():
+			wcancel()
+		}
+	}()
+	w, err := kv.WatchAll(wctx)
+	close(created)
+	if err != nil {
+		wcancel()
+		return fmt.Errorf("cluster: watching bucket %s: %w", d.cfg.Bucket, err)
+	}
+	ws := &watch{w: w, cancel: wcancel}
+	d.watcher = ws
+
+	all := make(map[string]*entry)
+	var applied uint64
+	for initial := true; initial; {
+		select {
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				d.stopWatch()
+				return errors.New("cluster: watch ended")
+			case e == nil:
+				initial = false
+			default:
+				applied = max(applied, e.Revision())
+				if e.Operation() == jetstream.KeyValuePut {
+					all[e.Key()] = d.newEntry(e, nil)
+				}
+			}
+		case <-ctx.Done():
+			d.stopWatch()
+			return fmt.Errorf("cluster: reading bucket %s: %w", d.cfg.Bucket, ctx.Err())
+		}
+	}
+
+	d.mu.Lock()
+	d.kv = kv
+	d.all = all
+	d.sorted = nil
+	d.applied = applied
+	d.releaseWaiters()
+	d.mu.Unlock()
+	d.follows.Add(1)
+	go d.follow(ws)
+
+	d.reconcile()
+	d.onlineSince = time.Now()
+	if d.epoch.Load() != epoch {
+		return errors.New("cluster: disconnected again")
+	}
+	d.online.Store(true)
+	return nil
+}
+
+// follow applies the watch's updates to the copy of the bucket until the
+// watch stops. A watch that stops by itself takes the node offline until
+// the next sync.
+func (d *Directory) follow(ws *watch) {
+	defer d.follows.Done()
+	for e := range ws.w.Updates() {
+		if e != nil {
+			d.apply(e)
+		}
+	}
+	if !ws.stopped.Load() {
+		d.log.Warn("watch of the bucket ended")
+		d.online.Store(false)
+		d.kick()
+	}
+}
+
+func (d *Directory) stopWatch() {
+	ws := d.watcher
+	if ws == nil {
+		return
+	}
+	d.watcher = nil
+	ws.stopped.Store(true)
+	ws.w.Stop()
+	ws.cancel()
+}
+
+func (d *Directory) newEntry(e jetstream.KeyValueEntry, old *entry) *entry {
+	n := &entry{node: string(e.Value()), rev: e.Revision()}
+	switch {
+	case n.node == d.cfg.Node:
+	case old != nil && old.node == n.node:
+		n.peer = old.peer
+	default:
+		n.peer = d.remote(n.node, e.Key())
+	}
+	return n
+}
+
+// apply copies one change of the bucket.
+func (d *Directory) apply(e jetstream.KeyValueEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.Revision() <= d.applied {
+		return
+	}
+	name := e.Key()
+	old := d.all[name]
+	if e.Operation() == jetstream.KeyValuePut {
+		d.all[name] = d.newEntry(e, old)
+		if old == nil {
+			d.sorted = nil
+		}
+	} else if old != nil {
+		delete(d.all, name)
+		d.sorted = nil
+	}
+	d.applied = e.Revision()
+	d.releaseWaiters()
+}
+
+// releaseWaiters wakes the Names calls waiting for a revision now applied.
+// d.mu is held.
+func (d *Directory) releaseWaiters() {
+	kept := d.waiters[:0]
+	for _, w := range d.waiters {
+		if w.rev <= d.applied {
+			close(w.done)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(d.waiters[len(kept):])
+	d.waiters = kept
+}
+
+// heartbeat says the node is alive.
+func (d *Directory) heartbeat() {
+	d.nc.Publish(d.cfg.Prefix+".alive."+d.cfg.Node, []byte(d.instance))
+}
+
+func (d *Directory) handleHeartbeat(m *nats.Msg) {
+	node := strings.TrimPrefix(m.Subject, d.cfg.Prefix+".alive.")
+	instance := string(m.Data)
+	d.mu.Lock()
+	prev := d.seen[node]
+	d.seen[node] = seenAt{time.Now(), instance}
+	d.mu.Unlock()
+	if node == d.cfg.Node && instance != d.instance && prev.instance != instance {
+		d.log.Error("another process runs as this node; give each node its own name", zap.String("instance", instance))
+	}
+}
+
+type nameRev struct {
+	name string
+	rev  uint64
+}
+
+// reapDead deletes the names of the nodes not heard from for DeadAfter,
+// counting from when this node came online at the earliest.
+func (d *Directory) reapDead() {
+	now := time.Now()
+	dead := make(map[string][]nameRev)
+	d.mu.RLock()
+	for name, e := range d.all {
+		if e.node == d.cfg.Node {
+			continue
+		}
+		last := d.seen[e.node].at
+		if last.Before(d.onlineSince) {
+			last = d.onlineSince
+		}
+		if now.Sub(last) > d.cfg.DeadAfter {
+			dead[e.node] = append(dead[e.node], nameRev{name, e.rev})
+		}
+	}
+	d.mu.RUnlock()
+	for node, names := range dead {
+		freed := 0
+		for _, n := range names {
+			if d.deleteKey(n.name, n.rev) {
+				freed++
+			}
+		}
+		d.log.Warn("node taken for dead; its names freed", zap.String("dead", node),
+			zap.Int("names", len(names)), zap.Int("freed", freed), zap.Duration("silent_for", d.cfg.DeadAfter))
+	}
+}
+
+// reconcile makes the bucket agree with this node's users: it deletes the
+// names the bucket gives this node that no user here holds (logouts made
+// while offline, logins that timed out), and checks each user whose name
+// the copy of the bucket does not give to it.
+func (d *Directory) reconcile() {
+	var orphans []nameRev
+	var check []string
+	d.mu.RLock()
+	for name, e := range d.all {
+		if e.node == d.cfg.Node && d.local[name] == nil {
+			orphans = append(orphans, nameRev{name, e.rev})
+		}
+	}
+	for name, u := range d.local {
+		if u.rev == 0 || u.leaving {
+			continue
+		}
+		if e := d.all[name]; e == nil || e.node != d.cfg.Node || e.rev != u.rev {
+			check = append(check, name)
+		}
+	}
+	d.mu.RUnlock()
+	for _, n := range orphans {
+		d.deleteKey(n.name, n.rev)
+	}
+	for _, name := range check {
+		d.recheck(name)
+	}
+}
+
+// recheck reads the key of a user of this node from the bucket: a key
+// deleted meanwhile (by nodes that took this one for dead) is created
+// again; a key another node holds now has this node's user evicted.
+func (d *Directory) recheck(name string) {
+	d.mu.RLock()
+	u, kv := d.local[name], d.kv
+	d.mu.RUnlock()
+	if u == nil {
+		return
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	e, err := kv.Get(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+		rev, err := kv.Create(ctx, name, []byte(d.cfg.Node))
+		if err != nil {
+			return // taken meanwhile, or NATS is gone: the next round sees
+		}
+		if !d.setRev(name, u, rev) {
+			d.deleteKey(name, rev) // the user left meanwhile
+			return
+		}
+		d.log.Info("name taken again after a partition", zap.String("name", name))
+	case err != nil:
+		return
+	case string(e.Value()) == d.cfg.Node:
+		d.setRev(name, u, e.Revision())
+	default:
+		d.mu.Lock()
+		gone := d.local[name] != u || u.leaving
+		if !gone {
+			delete(d.local, name)
+		}
+		d.mu.Unlock()
+		if gone {
+			return
+		}
+		reason := fmt.Errorf("name %q was taken on node %s while this node was cut off", name, e.Value())
+		d.log.Warn("user evicted", zap.String("name", name), zap.ByteString("holder", e.Value()))
+		if ev, ok := u.peer.(chat.Evicter); ok {
+			ev.Evict(reason)
+		}
+	}
+}
+
+// setRev records rev as the revision of u's key, unless u has left.
+func (d *Directory) setRev(name string, u *localUser, rev uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.local[name] != u || u.leaving {
+		return false
+	}
+	u.rev = rev
+	return true
+}
