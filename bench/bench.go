@@ -25,6 +25,13 @@
 // A process may hold only so many connections; Config.Procs spreads the
 // clients over child processes of the running program, which must call
 // ServeChild when started with ChildArg (see examples/chatbench).
+//
+// Config.Addr may name several servers that act as one chat (a cluster):
+// the clients are spread over them, and in the modes that pair clients the
+// two of a pair are on different servers, so that every message crosses
+// from one server to another:
+//
+//	res, err := bench.Run(ctx, bench.Config{Addr: "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003", Clients: 60, Mode: bench.Pairs})
 package bench
 
 import (
@@ -33,6 +40,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seedchat/chat"
@@ -80,7 +88,18 @@ const ChildArg = "-chatbench-child"
 
 // Config describes a load. Its zero fields take the defaults above.
 type Config struct {
-	Addr     string        // the server's TCP address
+	// Addr is the server's TCP address, or the addresses of several
+	// servers that act as one chat, separated by commas
+	// ("127.0.0.1:7001,127.0.0.1:7002"). With n addresses, client i
+	// (counted over all processes) connects to server i mod n, except in
+	// Pairs and PingPong, which put the two clients of a pair on different
+	// servers: client 2k on server k mod n and its partner 2k+1 on server
+	// (k+1) mod n, so that every message crosses between servers; each
+	// server holds about as many clients as the others (within two). Random
+	// clients send to clients on any server; Idle's list request goes to
+	// the first address.
+	Addr string
+
 	Clients  int           // clients in all processes
 	Mode     Mode          // the traffic; Pairs if empty
 	Size     int           // text bytes per message, at least 16 (the time stamp)
@@ -100,8 +119,16 @@ type Config struct {
 
 	// ServerPID, if not zero, is the server's process id on this machine:
 	// Run reports its CPU time over the run and its resident memory before
-	// and after, from /proc.
+	// and after, from /proc (Result.Server).
 	ServerPID int
+
+	// ServerPIDs are the process ids of several servers, measured like
+	// ServerPID (which, if not zero, comes first): Result.Servers reports
+	// each, or Result.Server the only one. With as many PIDs as addresses
+	// in Addr, PID i is taken for the server at address i, whose clients
+	// divide its memory growth; a single PID is charged with all clients.
+	// Any other number of PIDs is an error.
+	ServerPIDs []int
 
 	// List has Idle mode ask for the list of names at the end, from one
 	// more connection, and report how many came back and how long it took.
@@ -127,6 +154,18 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
+	}
+	addrs, err := splitAddrs(c.Addr)
+	if err != nil {
+		return c, err
+	}
+	if pids := c.serverPIDs(); len(pids) > 1 && len(pids) != len(addrs) {
+		return c, fmt.Errorf("%d server PIDs for %d server addresses: give one PID, or one per address in the same order", len(pids), len(addrs))
+	}
+	for _, pid := range c.ServerPIDs {
+		if pid <= 0 {
+			return c, fmt.Errorf("bad server PID %d", pid)
+		}
 	}
 	if c.Clients == 0 {
 		c.Clients = DefaultClients
@@ -210,6 +249,50 @@ func (c *Config) maxShare() int {
 
 // pairwise reports whether the mode pairs its clients.
 func (c *Config) pairwise() bool { return c.Mode == Pairs || c.Mode == PingPong }
+
+// splitAddrs returns the server addresses of a Config.Addr.
+func splitAddrs(addr string) ([]string, error) {
+	addrs := strings.Split(addr, ",")
+	for i, a := range addrs {
+		addrs[i] = strings.TrimSpace(a)
+		if addrs[i] == "" {
+			return nil, fmt.Errorf("empty server address in %q", addr)
+		}
+	}
+	return addrs, nil
+}
+
+// serverOf returns which of n servers client i (its global index) connects
+// to: see Config.Addr.
+func (c *Config) serverOf(i, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	if c.pairwise() {
+		k := i / 2
+		return (k + i%2) % n
+	}
+	return i % n
+}
+
+// clientsPerServer returns how many of the clients connect to each of n
+// servers.
+func (c *Config) clientsPerServer(n int) []int {
+	per := make([]int, n)
+	for i := range c.Clients {
+		per[c.serverOf(i, n)]++
+	}
+	return per
+}
+
+// serverPIDs returns the server processes to measure: ServerPID, if not
+// zero, and ServerPIDs.
+func (c *Config) serverPIDs() []int {
+	if c.ServerPID == 0 {
+		return c.ServerPIDs
+	}
+	return append([]int{c.ServerPID}, c.ServerPIDs...)
+}
 
 // split divides n things among k parts as evenly as possible and returns
 // the size of part i.

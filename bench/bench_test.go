@@ -10,6 +10,8 @@ import (
 	"math"
 	"net"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -329,7 +331,7 @@ func TestMerge(t *testing.T) {
 	}
 	got := *r
 	got.Latency = Latency{}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("merged:\n got %+v\nwant %+v", got, want)
 	}
 	// 3 significant digits: within 0.1 %.
@@ -470,6 +472,9 @@ func TestConfigErrors(t *testing.T) {
 		{Clients: 4, Mode: Random, Procs: 3},
 		{Clients: 4, Mode: PingPong, Procs: 3},
 		{Prefix: "a-prefix-far-too-long-for-a-name"},
+		{Addr: "127.0.0.1:1,,127.0.0.1:2"},
+		{Addr: "127.0.0.1:1,127.0.0.1:2", ServerPIDs: []int{1, 2, 3}},
+		{ServerPIDs: []int{-1}},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded", cfg)
@@ -508,6 +513,229 @@ func TestStamp(t *testing.T) {
 	for _, s := range []string{"short", "0123456789abcdeX", "0123456789ABCDEF"} {
 		if _, ok := parseStamp([]byte(s)); ok {
 			t.Errorf("parsed a stamp from %q", s)
+		}
+	}
+}
+
+// cluster is several in-process servers that act as one chat: they share
+// one MemoryDirectory. It records on which server each user logged in and
+// the messages each relayed.
+type cluster struct {
+	srvs  []*chat.Server
+	addrs []string
+
+	mu      sync.Mutex
+	loginOn map[string]int // user name → server
+	msgs    [][][2]string  // per server: from, to of each message relayed
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	cl := &cluster{loginOn: make(map[string]int), msgs: make([][][2]string, n)}
+	dir := &chat.MemoryDirectory{}
+	for i := range n {
+		srv := &chat.Server{
+			Directory: dir,
+			OnLogin: func(_ net.Conn, name string) {
+				cl.mu.Lock()
+				defer cl.mu.Unlock()
+				cl.loginOn[name] = i
+			},
+			OnMessage: func(from, to, _ string) {
+				cl.mu.Lock()
+				defer cl.mu.Unlock()
+				cl.msgs[i] = append(cl.msgs[i], [2]string{from, to})
+			},
+		}
+		cl.srvs = append(cl.srvs, srv)
+		cl.addrs = append(cl.addrs, serve(t, srv))
+	}
+	return cl
+}
+
+// TestRunCluster runs the load against several servers sharing one
+// directory, through a comma-separated Addr, in one process and in child
+// processes: every message must arrive, every server must hold its share
+// of the clients, and the two clients of a pair must be on different
+// servers, so that every message crossed between servers.
+func TestRunCluster(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		servers   int
+		cfg       Config
+		delivered uint64
+	}{
+		{"pairs 3 servers", 3, Config{Clients: 12, Mode: Pairs, Window: 16, Messages: 3000}, 3000},
+		{"pingpong 3 servers", 3, Config{Clients: 6, Mode: PingPong, Messages: 300}, 600},
+		{"pairs 2 servers", 2, Config{Clients: 4, Mode: Pairs, Window: 8, Messages: 1000}, 1000},
+		{"pingpong 2 servers", 2, Config{Clients: 2, Mode: PingPong, Messages: 100}, 200},
+		{"random 3 servers", 3, Config{Clients: 7, Mode: Random, Window: 8, Messages: 1001}, 1001},
+		{"pairs 3 servers 2 procs", 3, Config{Clients: 10, Mode: Pairs, Window: 8, Messages: 2001, Procs: 2}, 2001},
+		{"pingpong 3 servers 2 procs", 3, Config{Clients: 8, Mode: PingPong, Messages: 101, Procs: 2}, 202},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fastChildExit(t)
+			cl := newCluster(t, tc.servers)
+			cfg := tc.cfg
+			cfg.Addr = strings.Join(cl.addrs, ",")
+			cfg.Prefix = "c-"
+			res := run(t, cfg)
+			checkConsistent(t, res)
+			if res.Delivered != tc.delivered || res.DeliveredTotal != tc.delivered {
+				t.Errorf("delivered %d (%d in all), want %d", res.Delivered, res.DeliveredTotal, tc.delivered)
+			}
+			if res.Mode == PingPong && res.RoundTrips != uint64(cfg.Messages) {
+				t.Errorf("%d round trips, want %d", res.RoundTrips, cfg.Messages)
+			}
+
+			var relayed uint64
+			for i, srv := range cl.srvs {
+				st := srv.Stats()
+				if st.ConnsAccepted == 0 || st.Relayed == 0 {
+					t.Errorf("server %d accepted %d connections, relayed %d messages; want some of each", i, st.ConnsAccepted, st.Relayed)
+				}
+				relayed += st.Relayed
+			}
+			if relayed != res.DeliveredTotal {
+				t.Errorf("the servers relayed %d messages, the clients received %d", relayed, res.DeliveredTotal)
+			}
+
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			// Each client on its server: i mod n, or for a pair 2k, 2k+1
+			// on k mod n and k+1 mod n.
+			perServer := make([]int, tc.servers)
+			for i := range cfg.Clients {
+				name := fmt.Sprint(cfg.Prefix, i)
+				want := i % tc.servers
+				if cfg.pairwise() {
+					want = (i/2 + i%2) % tc.servers
+				}
+				got, ok := cl.loginOn[name]
+				if !ok || got != want {
+					t.Errorf("%s logged in on server %d (%v), want %d", name, got, ok, want)
+				}
+				perServer[got]++
+			}
+			if slices.Max(perServer)-slices.Min(perServer) > 2 {
+				t.Errorf("%d clients spread unevenly over the servers: %v", cfg.Clients, perServer)
+			}
+			if !cfg.pairwise() {
+				return
+			}
+			for i, msgs := range cl.msgs {
+				for _, m := range msgs {
+					if cl.loginOn[m[0]] != i || cl.loginOn[m[1]] == i {
+						t.Fatalf("server %d relayed %s (on %d) → %s (on %d): not across servers", i, m[0], cl.loginOn[m[0]], m[1], cl.loginOn[m[1]])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRunClusterIdle spreads idle clients over the servers round-robin;
+// the list from the first server names them all.
+func TestRunClusterIdle(t *testing.T) {
+	cl := newCluster(t, 3)
+	res := run(t, Config{Addr: strings.Join(cl.addrs, ", "), Clients: 7, Mode: Idle, Duration: 10 * time.Millisecond, List: true})
+	if res.List == nil || res.List.Names != 7 || res.List.Error != "" {
+		t.Errorf("list: %+v", res.List)
+	}
+	for i, want := range []uint64{3 + 1, 2, 2} { // and the list's connection
+		if got := cl.srvs[i].Stats().ConnsAccepted; got != want {
+			t.Errorf("server %d accepted %d connections, want %d", i, got, want)
+		}
+	}
+}
+
+// TestServerPIDs measures several "servers" (this process, under each
+// address) and checks the per-server report, and that one PID keeps the
+// single-server report.
+func TestServerPIDs(t *testing.T) {
+	cl := newCluster(t, 3)
+	pid := os.Getpid()
+	cfg := Config{Addr: strings.Join(cl.addrs, ","), Clients: 6, Mode: Pairs, Messages: 600, ServerPIDs: []int{pid, pid, pid}, Prefix: "p1-"}
+	res := run(t, cfg)
+	checkConsistent(t, res)
+	if res.Server != nil || len(res.Servers) != 3 {
+		t.Fatalf("server %+v, servers %d; want 3 servers", res.Server, len(res.Servers))
+	}
+	for i, s := range res.Servers {
+		if s.PID != pid || s.Addr != cl.addrs[i] || s.Clients != 2 || s.RSSAfterKiB <= 0 {
+			t.Errorf("server %d: %+v", i, s)
+		}
+	}
+	var out bytes.Buffer
+	if err := res.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Server  *json.RawMessage `json:"server"`
+		Servers []struct {
+			PID     int    `json:"pid"`
+			Addr    string `json:"addr"`
+			Clients int    `json:"clients"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Server != nil || len(got.Servers) != 3 || got.Servers[2].Addr != cl.addrs[2] || got.Servers[2].Clients != 2 {
+		t.Errorf("JSON: %s", out.Bytes())
+	}
+	var table strings.Builder
+	res.WriteTable(&table)
+	for _, want := range []string{"server 1 cpu", "server 3 rss", cl.addrs[1]} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+
+	// Distinct processes: their CPU time is summed too.
+	table.Reset()
+	(&Result{Mode: Idle, Servers: []*ServerUsage{{PID: 1, CPUUserS: 1}, {PID: 2, CPUUserS: 2}}}).WriteTable(&table)
+	if !strings.Contains(table.String(), "in all: user 3.00 s") {
+		t.Errorf("two processes: table\n%s", table.String())
+	}
+
+	// One PID, several addresses: the one server, as before, with all
+	// the clients.
+	cfg.ServerPIDs, cfg.ServerPID, cfg.Prefix = nil, pid, "p2-"
+	res = run(t, cfg)
+	if res.Server == nil || res.Servers != nil || res.Server.PID != pid || res.Server.Addr != "" {
+		t.Errorf("one PID: server %+v, servers %v", res.Server, res.Servers)
+	}
+	table.Reset()
+	res.WriteTable(&table)
+	if !strings.Contains(table.String(), "server cpu") || strings.Contains(table.String(), "server 1") {
+		t.Errorf("one PID: table\n%s", table.String())
+	}
+}
+
+// TestPlacement checks which server each client connects to.
+func TestPlacement(t *testing.T) {
+	for _, tc := range []struct {
+		mode    Mode
+		servers int
+		want    []int
+	}{
+		{Pairs, 1, []int{0, 0, 0, 0}},
+		{Pairs, 2, []int{0, 1, 1, 0, 0, 1, 1, 0}},
+		{PingPong, 3, []int{0, 1, 1, 2, 2, 0, 0, 1}},
+		{Random, 3, []int{0, 1, 2, 0, 1}},
+		{Idle, 2, []int{0, 1, 0}},
+	} {
+		cfg := Config{Mode: tc.mode, Clients: len(tc.want)}
+		per := make([]int, tc.servers)
+		for i, want := range tc.want {
+			if got := cfg.serverOf(i, tc.servers); got != want {
+				t.Errorf("%s, %d servers: client %d on server %d, want %d", tc.mode, tc.servers, i, got, want)
+			}
+			per[want]++
+		}
+		if got := cfg.clientsPerServer(tc.servers); !reflect.DeepEqual(got, per) {
+			t.Errorf("%s, %d servers: clients per server %v, want %v", tc.mode, tc.servers, got, per)
 		}
 	}
 }

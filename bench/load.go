@@ -19,8 +19,9 @@ import (
 
 // load is the clients of one process and the traffic between them.
 type load struct {
-	cfg     Config // Clients and Messages are this process's share
-	offset  int    // the global index of the first client, for its name
+	cfg     Config   // Clients and Messages are this process's share
+	offset  int      // the global index of the first client, for its name and server
+	addrs   []string // the servers (Config.Addr)
 	clients []*client
 	pad     string // the text of every message, before its stamp
 	hist    *latencyShards
@@ -62,6 +63,7 @@ func newLoad(cfg Config, offset int) *load {
 		stoppedCh: make(chan struct{}),
 		doneCh:    make(chan struct{}),
 	}
+	l.addrs, _ = splitAddrs(cfg.Addr) // checked by withDefaults
 	pad := []byte(l.pad)
 	for i := range pad {
 		pad[i] = 'x'
@@ -77,6 +79,7 @@ type client struct {
 	l         *load
 	idx       int // in l.clients
 	name      string
+	addr      string // the server it connects to
 	nc        net.Conn
 	fr        *chat.FrameReader
 	to        string       // the partner, in Pairs and PingPong
@@ -134,6 +137,7 @@ func (l *load) connect(ctx context.Context) error {
 			l:     l,
 			idx:   i,
 			name:  l.cfg.Prefix + strconv.Itoa(l.offset+i),
+			addr:  l.addrs[l.cfg.serverOf(l.offset+i, len(l.addrs))],
 			quota: -1,
 			wake:  make(chan struct{}, 1),
 			dead:  make(chan struct{}),
@@ -182,9 +186,9 @@ func (c *client) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", l.cfg.Addr)
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
-		return fmt.Errorf("cannot connect to the server: %w", err)
+		return fmt.Errorf("cannot connect to the server at %s: %w", c.addr, err)
 	}
 	c.nc = nc
 	c.fr = chat.NewFrameReader(nc, 16<<20)

@@ -68,6 +68,41 @@ func sampleProc(pid int) (procSample, error) {
 	return s, nil
 }
 
+// sampleProcs samples each of the processes pids.
+func sampleProcs(pids []int) ([]procSample, error) {
+	if len(pids) == 0 {
+		return nil, nil
+	}
+	s := make([]procSample, len(pids))
+	for i, pid := range pids {
+		var err error
+		if s[i], err = sampleProc(pid); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// serverUsages sums up the readings of the server processes pids (see
+// Config.ServerPIDs): the only one as single, or several as multi.
+func serverUsages(cfg *Config, pids []int, before, start, end []procSample, wall time.Duration) (single *ServerUsage, multi []*ServerUsage) {
+	switch len(pids) {
+	case 0:
+		return nil, nil
+	case 1:
+		return serverUsage(pids[0], cfg.Clients, before[0], start[0], end[0], wall), nil
+	}
+	addrs, _ := splitAddrs(cfg.Addr) // checked by withDefaults: one per PID
+	clients := cfg.clientsPerServer(len(addrs))
+	multi = make([]*ServerUsage, len(pids))
+	for i, pid := range pids {
+		u := serverUsage(pid, clients[i], before[i], start[i], end[i], wall)
+		u.Addr, u.Clients = addrs[i], clients[i]
+		multi[i] = u
+	}
+	return nil, multi
+}
+
 // serverUsage sums up the server's readings before the clients connected
 // (before), when the traffic started (start) and when it ended (end).
 func serverUsage(pid, clients int, before, start, end procSample, wall time.Duration) *ServerUsage {

@@ -53,8 +53,13 @@ type Result struct {
 	CPUUserS float64 `json:"cpu_user_s"`
 	CPUSysS  float64 `json:"cpu_sys_s"`
 
-	// Server is what /proc says of Config.ServerPID; nil without it.
+	// Server is what /proc says of Config.ServerPID, or of the one PID in
+	// Config.ServerPIDs; nil without it.
 	Server *ServerUsage `json:"server,omitempty"`
+
+	// Servers is what /proc says of each server when there are several
+	// PIDs (Config.ServerPIDs), in their order; Server is nil then.
+	Servers []*ServerUsage `json:"servers,omitempty"`
 
 	// List is Idle mode's list request at the end; nil without one.
 	List *ListResult `json:"list,omitempty"`
@@ -63,7 +68,11 @@ type Result struct {
 // ServerUsage is the server process's CPU time over the run and its
 // resident memory, from /proc.
 type ServerUsage struct {
-	PID      int     `json:"pid"`
+	PID int `json:"pid"`
+	// Addr and Clients are the server's address and the clients that
+	// connected to it, when there are several servers (Result.Servers).
+	Addr     string  `json:"addr,omitempty"`
+	Clients  int     `json:"clients,omitempty"`
 	CPUUserS float64 `json:"cpu_user_s"` // over the run (from start of traffic to its end)
 	CPUSysS  float64 `json:"cpu_sys_s"`
 	CPUS     float64 `json:"cpu_s"` // user + sys
@@ -74,7 +83,8 @@ type ServerUsage struct {
 	RSSAfterKiB  int64 `json:"rss_after_kib"`  // VmRSS at the end, clients still logged in
 	RSSPeakKiB   int64 `json:"rss_peak_kib"`   // VmHWM at the end
 
-	// RSSPerClientKiB is the growth of VmRSS divided by the clients.
+	// RSSPerClientKiB is the growth of VmRSS divided by the clients (of
+	// this server, when there are several).
 	RSSPerClientKiB float64 `json:"rss_per_client_kib"`
 }
 
@@ -206,9 +216,26 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row(strings.ReplaceAll(r.LatencyKind, "_", " ")+" µs", "p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%s values)", l.P50, l.P90, l.P99, l.P999, l.Max, group(uint64(r.LatencyCount)))
 	}
 	row("chatbench cpu", "user %.2f s, sys %.2f s", r.CPUUserS, r.CPUSysS)
+	serverRows := func(name string, s *ServerUsage) {
+		row(name+" cpu", "user %.2f s, sys %.2f s (%.0f%% of one core)", s.CPUUserS, s.CPUSysS, s.CPUPercent)
+		row(name+" rss", "%s KiB before, %s KiB after (%.2f KiB per client), peak %s KiB", group(uint64(s.RSSBeforeKiB)), group(uint64(s.RSSAfterKiB)), s.RSSPerClientKiB, group(uint64(s.RSSPeakKiB)))
+	}
 	if s := r.Server; s != nil {
-		row("server cpu", "user %.2f s, sys %.2f s (%.0f%% of one core)", s.CPUUserS, s.CPUSysS, s.CPUPercent)
-		row("server rss", "%s KiB before, %s KiB after (%.2f KiB per client), peak %s KiB", group(uint64(s.RSSBeforeKiB)), group(uint64(s.RSSAfterKiB)), s.RSSPerClientKiB, group(uint64(s.RSSPeakKiB)))
+		serverRows("server", s)
+	}
+	if len(r.Servers) > 0 {
+		var user, sys, pct float64
+		pids := make(map[int]bool)
+		for i, s := range r.Servers {
+			name := fmt.Sprintf("server %d", i+1)
+			row(name, "%s, pid %d, %s clients", s.Addr, s.PID, group(uint64(s.Clients)))
+			serverRows(name, s)
+			user, sys, pct = user+s.CPUUserS, sys+s.CPUSysS, pct+s.CPUPercent
+			pids[s.PID] = true
+		}
+		if len(pids) == len(r.Servers) { // not one process counted twice
+			row("servers cpu", "in all: user %.2f s, sys %.2f s (%.0f%% of one core)", user, sys, pct)
+		}
 	}
 	if l := r.List; l != nil {
 		if l.Error != "" {

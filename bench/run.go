@@ -23,11 +23,11 @@ type worker interface {
 	wait() (*part, error)              // wait for the end and the result
 }
 
-// Run runs the load described by cfg against the server at cfg.Addr: it
-// connects and logs in every client, runs the traffic until the duration
-// ends or the messages are sent (or ctx is cancelled, which ends the run
-// early but still reports it), logs the clients out and returns what was
-// measured. Progress lines go to cfg.Progress each second.
+// Run runs the load described by cfg against the server (or servers) at
+// cfg.Addr: it connects and logs in every client, runs the traffic until
+// the duration ends or the messages are sent (or ctx is cancelled, which
+// ends the run early but still reports it), logs the clients out and
+// returns what was measured. Progress lines go to cfg.Progress each second.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -36,11 +36,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := checkFileLimit(cfg.maxShare()); err != nil {
 		return nil, err
 	}
-	var before procSample
-	if cfg.ServerPID != 0 {
-		if before, err = sampleProc(cfg.ServerPID); err != nil {
-			return nil, err
-		}
+	pids := cfg.serverPIDs()
+	before, err := sampleProcs(pids)
+	if err != nil {
+		return nil, err
 	}
 
 	workers, err := newWorkers(cfg)
@@ -53,14 +52,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	connectS := time.Since(connectStart).Seconds()
 
-	var srvStart procSample
-	if cfg.ServerPID != 0 {
-		if srvStart, err = sampleProc(cfg.ServerPID); err != nil {
-			for _, w := range workers {
-				w.abort()
-			}
-			return nil, err
+	srvStart, err := sampleProcs(pids)
+	if err != nil {
+		for _, w := range workers {
+			w.abort()
 		}
+		return nil, err
 	}
 	user0, sys0 := cpuTime()
 	runStart := time.Now()
@@ -130,10 +127,7 @@ wait:
 	}
 	wall := time.Since(runStart)
 
-	var srvEnd procSample
-	if cfg.ServerPID != 0 {
-		srvEnd, err = sampleProc(cfg.ServerPID)
-	}
+	srvEnd, err := sampleProcs(pids)
 	var list *ListResult
 	if cfg.Mode == Idle && cfg.List && ctx.Err() == nil {
 		list = listNames(ctx, &cfg)
@@ -161,9 +155,7 @@ wait:
 	res.ConnectS = round(connectS, 3)
 	res.CPUUserS = round(res.CPUUserS+user1-user0, 2)
 	res.CPUSysS = round(res.CPUSysS+sys1-sys0, 2)
-	if cfg.ServerPID != 0 {
-		res.Server = serverUsage(cfg.ServerPID, cfg.Clients, before, srvStart, srvEnd, wall)
-	}
+	res.Server, res.Servers = serverUsages(&cfg, pids, before, srvStart, srvEnd, wall)
 	res.List = list
 	return res, nil
 }
@@ -187,6 +179,7 @@ func newWorkers(cfg Config) ([]worker, error) {
 		child.Procs = 1
 		child.Progress = nil
 		child.ServerPID = 0
+		child.ServerPIDs = nil
 		child.List = false
 		if cfg.pairwise() {
 			pairs := split(int64(cfg.Clients/2), cfg.Procs, i)
@@ -250,14 +243,15 @@ func connectAll(ctx context.Context, workers []worker) error {
 	return first
 }
 
-// listNames asks for the list of names from a new connection, without
-// logging in, and times the answer.
+// listNames asks for the list of names from a new connection to the first
+// server, without logging in, and times the answer.
 func listNames(ctx context.Context, cfg *Config) *ListResult {
 	res := &ListResult{}
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
+	addrs, _ := splitAddrs(cfg.Addr) // checked by withDefaults
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	nc, err := d.DialContext(ctx, "tcp", addrs[0])
 	if err != nil {
 		res.Error = err.Error()
 		return res

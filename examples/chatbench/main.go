@@ -14,6 +14,14 @@
 //	chatbench -clients 2 -mode pingpong -duration 5s -json
 //	chatbench -clients 15000 -mode idle -procs 2 -duration 5s -server-pid $(pidof chatserver)
 //
+// -addr may list several servers that act as one chat, separated by
+// commas: client i connects to server i mod n, except that pairs and
+// pingpong put the two clients of a pair on different servers, so that
+// every message crosses between them. -server-pid then takes the servers'
+// PIDs, in the same order, and the summary reports each:
+//
+//	chatbench -addr 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 -clients 600 -mode pairs -duration 10s -server-pid 4101,4102,4103
+//
 // -procs K spreads the clients over K child processes of chatbench (one
 // process can hold at most as many connections as its open-file limit
 // allows). SIGINT or SIGTERM end the run early; it is still reported (a
@@ -28,6 +36,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/seedchat/chat/bench"
@@ -58,7 +68,7 @@ func run(ctx context.Context, args []string) error {
 	var mode string
 	var idle, asJSON, quiet bool
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT`")
+	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT`, or several servers of one chat separated by commas (client i on server i mod n; the two of a pair on different servers)")
 	fs.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "clients in all")
 	fs.StringVar(&mode, "mode", string(bench.Pairs), "traffic: pairs, random, pingpong or idle")
 	fs.BoolVar(&idle, "idle", false, "the same as -mode idle")
@@ -69,7 +79,7 @@ func run(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 0, "messages per second per client (0: as fast as possible)")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "send for this long before measuring (needs -duration)")
 	fs.IntVar(&cfg.Procs, "procs", 1, "spread the clients over this many child processes")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "report this local process's CPU time and memory (from /proc)")
+	fs.Var((*pidList)(&cfg.ServerPIDs), "server-pid", "report this local process's CPU time and memory (from /proc); several `PID`s separated by commas, one per -addr in the same order")
 	fs.BoolVar(&cfg.List, "list", true, "idle mode: ask for the list of names at the end")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "start of the generated user names (default b<pid>-)")
 	fs.DurationVar(&cfg.MaxTime, "max-time", bench.DefaultMaxTime, "the longest a -messages run may take")
@@ -103,4 +113,33 @@ func run(ctx context.Context, args []string) error {
 		return res.WriteJSON(os.Stdout)
 	}
 	return res.WriteTable(os.Stdout)
+}
+
+// pidList is the value of -server-pid: process ids separated by commas.
+type pidList []int
+
+func (p *pidList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	*p = nil
+	if v = strings.TrimSpace(v); v == "" || v == "0" {
+		return nil // none, as before -server-pid took a list
+	}
+	for f := range strings.SplitSeq(v, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid <= 0 {
+			return fmt.Errorf("bad PID %q", f)
+		}
+		*p = append(*p, pid)
+	}
+	return nil
 }

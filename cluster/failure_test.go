@@ -1,0 +1,192 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/seedchat/chat"
+)
+
+// TestNodeKilled kills a node without cleaning up: its users leave the
+// list, and their names are freed, within DeadAfter and a few heartbeats;
+// meanwhile messages to them are answered Failure.
+func TestNodeKilled(t *testing.T) {
+	_, n := cluster3(t)
+	alice := login(t, n[0], "alice")
+	login(t, n[1], "bob")
+	dave := login(t, n[2], "dave")
+	login(t, n[2], "erin")
+
+	killed := time.Now()
+	n[2].kill()
+	<-dave.Done() // its clients' connections drop with it
+
+	// Nobody answers for the dead node: Failure at once, not a timeout.
+	start := time.Now()
+	if err := alice.SendTo(ctx(t), "erin", "are you there?"); !isFailure(err) {
+		t.Errorf("sendto a user of the dead node: %v, want Failure", err)
+	}
+	if d := time.Since(start); d > testDeadAfter {
+		t.Errorf("Failure took %v", d)
+	}
+
+	eventually(t, "the dead node's users to leave the list", func() bool {
+		return slices.Equal(list(t, alice), []string{"alice", "bob"})
+	})
+	took := time.Since(killed)
+	t.Logf("dead node's users gone from the list after %v (DeadAfter %v, heartbeat %v)", took, testDeadAfter, testHeartbeat)
+	if bound := testDeadAfter + 3*testHeartbeat + time.Second; took > bound {
+		t.Errorf("took %v, more than %v", took, bound)
+	}
+	// Their names are free on every remaining node.
+	erin := login(t, n[1], "erin")
+	login(t, n[0], "dave")
+	if err := alice.SendTo(ctx(t), "erin", "welcome"); err != nil {
+		t.Fatal(err)
+	}
+	if m := erin.receive(); m.Text != "welcome" {
+		t.Errorf("erin got %+v", m)
+	}
+}
+
+// TestNodeRestartedSameName restarts a killed node under its own name: the
+// names its previous run left are freed at once.
+func TestNodeRestartedSameName(t *testing.T) {
+	ns, n := cluster3(t)
+	login(t, n[2], "dave")
+	n[2].kill()
+	n3 := startNode(t, ns.url(), "n3")
+	login(t, n3, "dave")
+	// And a second node cannot take a running node's name.
+	if _, err := Open(ctx(t), ns.url(), Config{Node: "n3"}); err == nil {
+		t.Error("a second node n3 joined")
+	}
+}
+
+// TestNATSRestart stops NATS under a running cluster: the nodes refuse
+// logins and messages to other nodes with Failure, keep local chat going,
+// and when NATS is back, everything works again with the same users.
+func TestNATSRestart(t *testing.T) {
+	ns, n := cluster3(t)
+	alice := login(t, n[0], "alice")
+	amy := login(t, n[0], "amy")
+	bob := login(t, n[1], "bob")
+
+	ns.stop()
+	eventually(t, "the nodes to go offline", func() bool {
+		return !n[0].dir.Online() && !n[1].dir.Online() && !n[2].dir.Online()
+	})
+	u := dial(t, n[0])
+	if err := u.Login(ctx(t), "carol"); !isFailure(err) {
+		t.Errorf("login while NATS is down: %v, want Failure", err)
+	}
+	if err := alice.SendTo(ctx(t), "bob", "across"); !isFailure(err) {
+		t.Errorf("cross-node sendto while NATS is down: %v, want Failure", err)
+	}
+	if err := alice.SendTo(ctx(t), "amy", "next door"); err != nil {
+		t.Errorf("local sendto while NATS is down: %v", err)
+	}
+	if m := amy.receive(); m.Text != "next door" {
+		t.Errorf("amy got %+v", m)
+	}
+	if got := list(t, alice); !slices.Equal(got, []string{"alice", "amy"}) {
+		t.Errorf("list while NATS is down: %q, want this node's users", got)
+	}
+	st := n[0].srv.Stats()
+	if st.Failures["unavailable"] != 2 {
+		t.Errorf("unavailable failures: %d, want 2", st.Failures["unavailable"])
+	}
+	// amy leaves while NATS is down: her name is freed when it is back.
+	if err := amy.Logout(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	ns.start()
+	eventually(t, "the nodes to come back online", func() bool {
+		return n[0].dir.Online() && n[1].dir.Online() && n[2].dir.Online()
+	})
+	if err := alice.SendTo(ctx(t), "bob", "across again"); err != nil {
+		t.Fatalf("cross-node sendto after NATS came back: %v", err)
+	}
+	if m := bob.receive(); m.Text != "across again" {
+		t.Errorf("bob got %+v", m)
+	}
+	if got := list(t, bob); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("list after NATS came back: %q", got)
+	}
+	if err := dial(t, n[2]).Login(ctx(t), "alice"); !isFailure(err) {
+		t.Errorf("alice logged in twice after the restart: %v", err)
+	}
+	login(t, n[2], "carol")
+	login(t, n[1], "amy")
+}
+
+// TestPartition cuts one node from NATS for longer than DeadAfter. The
+// others free its users' names; one is taken meanwhile, and when the node
+// is back its user of that name is evicted, while the others take their
+// names again.
+func TestPartition(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.url()[len("nats://"):])
+	n1 := startNode(t, p.url(), "n1")
+	n2 := startNode(t, ns.url(), "n2")
+	alice := login(t, n1, "alice")
+	dave := login(t, n1, "dave")
+	bob := login(t, n2, "bob")
+
+	p.cut()
+	eventually(t, "n2 to free n1's names", func() bool {
+		return slices.Equal(list(t, bob), []string{"bob"})
+	})
+	if n1.dir.Online() {
+		t.Fatal("n1 online without NATS")
+	}
+	// alice is taken on n2 meanwhile; on n1, dave and alice still chat.
+	alice2 := login(t, n2, "alice")
+	if err := dave.SendTo(ctx(t), "alice", "still here"); err != nil {
+		t.Errorf("local sendto during the partition: %v", err)
+	}
+	if m := alice.receive(); m.Text != "still here" {
+		t.Errorf("alice got %+v", m)
+	}
+
+	p.restore()
+	select {
+	case <-alice.Done():
+	case <-time.After(testWait):
+		t.Fatal("n1's alice not evicted")
+	}
+	eventually(t, "n1 back online", n1.dir.Online)
+	if got := list(t, bob); !slices.Equal(got, []string{"alice", "bob", "dave"}) {
+		t.Errorf("list after the partition: %q", got)
+	}
+	if err := bob.SendTo(ctx(t), "dave", "welcome back"); err != nil {
+		t.Fatalf("to dave on n1: %v", err)
+	}
+	if m := dave.receive(); m.Text != "welcome back" {
+		t.Errorf("dave got %+v", m)
+	}
+	if err := dave.SendTo(ctx(t), "alice", "which alice?"); err != nil {
+		t.Fatal(err)
+	}
+	if m := alice2.receive(); m.Text != "which alice?" {
+		t.Errorf("alice on n2 got %+v", m)
+	}
+}
+
+// TestOpenErrors: bad configurations and an unreachable NATS fail Open.
+func TestOpenErrors(t *testing.T) {
+	c, cancel := context.WithTimeout(t.Context(), testWait)
+	defer cancel()
+	for _, cfg := range []Config{{Node: "a.b"}, {Node: "a b"}, {Node: "x", Prefix: "a..b"}} {
+		if _, err := Open(c, "nats://127.0.0.1:1", cfg); err == nil || errors.Is(err, chat.ErrUnavailable) {
+			t.Errorf("Open with %+v: %v", cfg, err)
+		}
+	}
+	if _, err := Open(c, "nats://127.0.0.1:1", Config{Node: "x"}); err == nil {
+		t.Error("Open with no NATS server succeeded")
+	}
+}
