@@ -5,6 +5,10 @@
 // With no flags it serves plain TCP on 127.0.0.1:9000 and logs to standard
 // error. SIGINT or SIGTERM shut it down gracefully: replies already owed are
 // sent, then the connections are closed, and it exits with status 0.
+//
+// With -nats it joins a cluster of chat servers through that NATS server
+// (with JetStream): users connected to any of them chat as on one server.
+// See package github.com/seedchat/chat/cluster.
 package main
 
 import (
@@ -22,10 +26,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seedchat/chat"
 	"github.com/seedchat/chat/chatprom"
+	"github.com/seedchat/chat/cluster"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/term"
@@ -60,6 +66,10 @@ type config struct {
 	writeTimeout    time.Duration
 	shutdownTimeout time.Duration
 	pprofAddr       string
+	natsURL         string
+	natsCreds       string
+	nodeName        string
+	deadAfter       time.Duration
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -84,6 +94,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", chat.DefaultWriteTimeout, "drop a client whose writes make no progress for this long")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "the longest a graceful shutdown waits before closing what is left")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on `HOST:PORT` (off when empty)")
+	fs.StringVar(&c.natsURL, "nats", "", "join a cluster of chat servers through the NATS server (with JetStream) at `URL` (comma-separated for several)")
+	fs.StringVar(&c.natsCreds, "nats-creds", "", "authenticate to NATS with the credentials in `FILE`")
+	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
+	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node not heard from for this long")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,6 +114,12 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.tlsClientCA != "" && c.tlsCert == "" {
 		return nil, errors.New("-tls-client-ca needs -tls-cert and -tls-key")
+	}
+	if c.natsURL == "" && (c.natsCreds != "" || c.nodeName != "") {
+		return nil, errors.New("-nats-creds and -node-name need -nats")
+	}
+	if c.deadAfter <= 0 {
+		return nil, errors.New("-node-dead-after must be positive")
 	}
 	if c.maxConns < 0 || c.maxConnsPerIP < 0 || c.maxFrameSize < 0 || c.queueSize < 0 || c.rateLimit < 0 || c.rateBurst < 0 || c.floodLimit < 0 {
 		return nil, errors.New("limits cannot be negative")
@@ -161,6 +181,14 @@ func run(args []string) error {
 		RateBurst:     cfg.rateBurst,
 		FloodLimit:    cfg.floodLimit,
 	}
+	if cfg.natsURL != "" {
+		dir, err := joinCluster(cfg, l.Addr(), log)
+		if err != nil {
+			return err
+		}
+		defer dir.Close() // after Shutdown has logged the users out
+		srv.Directory = dir
+	}
 	if cfg.tlsCert != "" {
 		tlsCfg, err := serverTLS(cfg)
 		if err != nil {
@@ -207,6 +235,27 @@ func run(args []string) error {
 	<-served
 	log.Info("stopped")
 	return nil
+}
+
+// joinCluster opens the cluster's Directory. The node is named after the
+// host and the port the server listens on unless -node-name names it.
+func joinCluster(cfg *config, addr net.Addr, log *zap.Logger) (*cluster.Directory, error) {
+	name := cfg.nodeName
+	if name == "" {
+		host, _ := os.Hostname()
+		name = cluster.SanitizeNode(fmt.Sprintf("%s-%d", host, addr.(*net.TCPAddr).Port))
+	}
+	ccfg := cluster.Config{Node: name, DeadAfter: cfg.deadAfter, Logger: log.Named("cluster")}
+	if cfg.natsCreds != "" {
+		ccfg.Options = append(ccfg.Options, nats.UserCredentials(cfg.natsCreds))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir, err := cluster.Open(ctx, cfg.natsURL, ccfg)
+	if err != nil {
+		return nil, fmt.Errorf("-nats: %w", err)
+	}
+	return dir, nil
 }
 
 // serverTLS loads the server's certificate and, for mutual TLS, the
