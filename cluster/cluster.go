@@ -50,6 +50,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -142,6 +143,7 @@ type Directory struct {
 
 	mu      sync.RWMutex
 	kv      jetstream.KeyValue
+	ttl     bool                  // the bucket expires delete markers (LimitMarkerTTL)
 	local   map[string]*localUser // this node's users
 	all     map[string]*entry     // the copy of the bucket
 	sorted  []string              // cache of all's names, nil when stale
@@ -316,7 +318,7 @@ func (d *Directory) Close() error {
 		d.mu.Unlock()
 		return nil
 	}
-	d.closed = true
+	d.closed = true // no more logins
 	left := make(map[string]uint64, len(d.local))
 	for name, u := range d.local {
 		if u.rev != 0 {
@@ -326,12 +328,11 @@ func (d *Directory) Close() error {
 	d.mu.Unlock()
 	close(d.done)
 	d.maint.Wait()
-	if d.online.Load() {
+	if d.online.Swap(false) {
 		for name, rev := range left {
 			d.deleteKey(name, rev)
 		}
 	}
-	d.online.Store(false)
 	d.stopWatch()
 	d.nc.Close()
 	d.follows.Wait()
@@ -379,7 +380,11 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 	}
 	u := &localUser{peer: p}
 	d.mu.Lock()
-	if _, taken := d.local[name]; taken || d.closed {
+	if d.closed {
+		d.mu.Unlock()
+		return errOffline
+	}
+	if _, taken := d.local[name]; taken {
 		d.mu.Unlock()
 		return chat.ErrNameTaken
 	}
@@ -387,7 +392,9 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 	kv := d.kv
 	d.mu.Unlock()
 
-	rev, err := d.claim(kv, name)
+	var rev uint64
+	var err error
+	offload(func() { rev, err = d.claim(kv, name) })
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil {
@@ -403,14 +410,14 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 func (d *Directory) claim(kv jetstream.KeyValue, name string) (uint64, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	rev, err := kv.Create(ctx, name, []byte(d.cfg.Node))
+	rev, err := kv.Create(ctx, key(name), []byte(d.cfg.Node))
 	if err == nil {
 		return rev, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
 	}
-	e, err := kv.Get(ctx, name)
+	e, err := kv.Get(ctx, key(name))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		return 0, chat.ErrNameTaken // freed just now; the client may try again
@@ -419,7 +426,7 @@ func (d *Directory) claim(kv jetstream.KeyValue, name string) (uint64, error) {
 	case string(e.Value()) != d.cfg.Node:
 		return 0, chat.ErrNameTaken
 	}
-	rev, err = kv.Update(ctx, name, []byte(d.cfg.Node), e.Revision())
+	rev, err = kv.Update(ctx, key(name), []byte(d.cfg.Node), e.Revision())
 	if err != nil {
 		return 0, chat.ErrNameTaken
 	}
@@ -440,7 +447,7 @@ func (d *Directory) Logout(name string, p chat.Peer) {
 	d.mu.Unlock()
 
 	if rev != 0 && d.online.Load() {
-		d.deleteKey(name, rev)
+		offload(func() { d.deleteKey(name, rev) })
 	}
 	// Offline, the key stays until the node is back: the maintenance finds
 	// it without a user and deletes it then.
@@ -452,12 +459,25 @@ func (d *Directory) Logout(name string, p chat.Peer) {
 	d.mu.Unlock()
 }
 
+// markerTTL is how long the bucket keeps the marker a logout leaves, if
+// the bucket allows: long enough for every node's watch to see it, short
+// enough that names used once do not pile up.
+var markerTTL = time.Minute
+
 // deleteKey deletes name's key if its revision is still rev.
 func (d *Directory) deleteKey(name string, rev uint64) bool {
-	kv := d.bucket()
+	d.mu.RLock()
+	kv, ttl := d.kv, d.ttl
+	d.mu.RUnlock()
 	ctx, cancel := d.ctx()
 	defer cancel()
-	if err := kv.Delete(ctx, name, jetstream.LastRevision(rev)); err != nil {
+	var err error
+	if ttl {
+		err = kv.Purge(ctx, key(name), jetstream.LastRevision(rev), jetstream.PurgeTTL(markerTTL))
+	} else {
+		err = kv.Delete(ctx, key(name), jetstream.LastRevision(rev))
+	}
+	if err != nil {
 		d.log.Debug("name not deleted", zap.String("name", name), zap.Uint64("revision", rev), zap.Error(err))
 		return false
 	}
@@ -485,14 +505,17 @@ func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
 		return e.peer, true
 	}
 	// Not in the copy: it may be a login the watch has not brought yet.
-	return d.lookupBucket(string(name))
+	var p chat.Peer
+	var ok bool
+	offload(func() { p, ok = d.lookupBucket(string(name)) })
+	return p, ok
 }
 
 // lookupBucket reads name's key from the bucket itself.
 func (d *Directory) lookupBucket(name string) (chat.Peer, bool) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	e, err := d.bucket().Get(ctx, name)
+	e, err := d.bucket().Get(ctx, key(name))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return nil, false
@@ -518,7 +541,7 @@ func (d *Directory) Names() []string {
 	if !d.online.Load() {
 		return d.localNames()
 	}
-	d.catchUp()
+	offload(d.catchUp)
 	d.mu.RLock()
 	names := d.sorted
 	d.mu.RUnlock()
@@ -594,12 +617,15 @@ func (p *remotePeer) Deliver(from string, text []byte) error {
 	if !d.online.Load() {
 		return errOffline
 	}
-	err := p.request(from, text)
+	var err error
+	offload(func() { err = p.request(from, text) })
 	if err != chat.ErrPeerGone {
 		return err
 	}
 	// The user has left that node; it may have logged in on another.
-	q, ok := d.lookupBucket(p.name)
+	var q chat.Peer
+	var ok bool
+	offload(func() { q, ok = d.lookupBucket(p.name) })
 	if !ok {
 		return chat.ErrPeerGone
 	}
@@ -689,6 +715,31 @@ func parseDelivery(b []byte) (to, from, text []byte, ok bool) {
 	}
 	n, m := 2+int(b[0]), 2+int(b[0])+int(b[1])
 	return b[2:n], b[n:m], b[m:], true
+}
+
+// offload runs f, which waits on NATS, on a goroutine of its own, and
+// waits for it. The calling goroutine is a connection's, whose stack every
+// idle connection keeps: grown by the depth of a NATS call, it would stay
+// grown (8 KiB a connection, measured) long after the call.
+func offload(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+// key returns the bucket's key for a user name. Keys allow only a few
+// ASCII characters, and names may hold any character but spaces and
+// controls: keys are names in unpadded URL-safe base64.
+func key(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
+
+// nameOf returns the user name of a key, or false for a key that is not
+// one.
+func nameOf(key string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(key)
+	return string(b), err == nil && len(b) > 0
 }
 
 // SanitizeNode turns s into a valid node name, replacing what a NATS

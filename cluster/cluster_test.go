@@ -106,6 +106,37 @@ func TestAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestAnyName: names are any characters the rules allow, also those NATS
+// subjects and keys do not.
+func TestAnyName(t *testing.T) {
+	_, n := cluster3(t)
+	names := []string{"zoë", "a.b", "*", ">", "日本語", "_INBOX", "$KV", "x/y=z", "-", strings.Repeat("é", chat.MaxNameLen)}
+	users := make([]*user, len(names))
+	for i, name := range names {
+		users[i] = login(t, n[i%3], name)
+	}
+	want := slices.Clone(names)
+	slices.Sort(want)
+	if got := list(t, users[0]); !slices.Equal(got, want) {
+		t.Errorf("list: %q, want %q", got, want)
+	}
+	for i, u := range users {
+		to := users[(i+1)%len(users)]
+		if err := u.SendTo(ctx(t), to.name, "to "+to.name); err != nil {
+			t.Fatalf("%s to %s: %v", u.name, to.name, err)
+		}
+		if m := to.receive(); m != (chat.Message{From: u.name, Text: "to " + to.name}) {
+			t.Errorf("%s got %+v", to.name, m)
+		}
+	}
+	if err := dial(t, n[1]).Login(ctx(t), "a.b"); !isFailure(err) {
+		t.Errorf("a.b twice: %v", err)
+	}
+	if err := users[0].SendTo(ctx(t), "a", "prefix of a.b"); !isFailure(err) {
+		t.Errorf("sendto a: %v, want Failure", err)
+	}
+}
+
 // TestOrderAcrossNodes sends from several users on every node to one
 // recipient, concurrently, and checks that each sender's messages arrive
 // once and in order.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -175,6 +176,36 @@ func TestPartition(t *testing.T) {
 	if m := alice2.receive(); m.Text != "which alice?" {
 		t.Errorf("alice on n2 got %+v", m)
 	}
+}
+
+// TestMarkersExpire: the markers logouts leave in the bucket expire, so
+// that names used once do not pile up in it.
+func TestMarkersExpire(t *testing.T) {
+	defer func(d time.Duration) { markerTTL = d }(markerTTL)
+	markerTTL = time.Second
+	_, n := cluster3(t)
+	for i := range 20 {
+		u := login(t, n[i%3], fmt.Sprint("once", i))
+		if err := u.Logout(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stay := login(t, n[0], "stay")
+	msgs := func() uint64 {
+		st, err := n[0].dir.bucket().Status(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Values()
+	}
+	if m := msgs(); m < 21 {
+		t.Fatalf("%d messages in the bucket, want the 20 markers and stay's key", m)
+	}
+	eventually(t, "the markers to expire", func() bool { return msgs() == 1 })
+	if got := list(t, stay); !slices.Equal(got, []string{"stay"}) {
+		t.Errorf("list: %q", got)
+	}
+	login(t, n[1], "once3")
 }
 
 // TestOpenErrors: bad configurations and an unreachable NATS fail Open.

@@ -69,6 +69,8 @@ func (d *Directory) sync(ctx context.Context) error {
 			History:     1,
 			Replicas:    d.cfg.Replicas,
 			Storage:     jetstream.FileStorage,
+			// Logouts leave markers that expire (deleteKey).
+			LimitMarkerTTL: markerTTL,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = d.js.KeyValue(ctx, d.cfg.Bucket)
@@ -112,8 +114,8 @@ func (d *Directory) sync(ctx context.Context) error {
 				initial = false
 			default:
 				applied = max(applied, e.Revision())
-				if e.Operation() == jetstream.KeyValuePut {
-					all[e.Key()] = d.newEntry(e, nil)
+				if name, ok := nameOf(e.Key()); ok && e.Operation() == jetstream.KeyValuePut {
+					all[name] = d.newEntry(name, e, nil)
 				}
 			}
 		case <-ctx.Done():
@@ -122,8 +124,15 @@ func (d *Directory) sync(ctx context.Context) error {
 		}
 	}
 
+	var ttl bool
+	if st, err := kv.Status(ctx); err == nil {
+		ttl = st.LimitMarkerTTL() > 0
+	}
+	if !ttl {
+		d.log.Warn("the bucket keeps delete markers for ever; recreate it to have them expire", zap.String("bucket", d.cfg.Bucket))
+	}
 	d.mu.Lock()
-	d.kv = kv
+	d.kv, d.ttl = kv, ttl
 	d.all = all
 	d.sorted = nil
 	d.applied = applied
@@ -169,14 +178,14 @@ func (d *Directory) stopWatch() {
 	ws.cancel()
 }
 
-func (d *Directory) newEntry(e jetstream.KeyValueEntry, old *entry) *entry {
+func (d *Directory) newEntry(name string, e jetstream.KeyValueEntry, old *entry) *entry {
 	n := &entry{node: string(e.Value()), rev: e.Revision()}
 	switch {
 	case n.node == d.cfg.Node:
 	case old != nil && old.node == n.node:
 		n.peer = old.peer
 	default:
-		n.peer = d.remote(n.node, e.Key())
+		n.peer = d.remote(n.node, name)
 	}
 	return n
 }
@@ -188,10 +197,15 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 	if e.Revision() <= d.applied {
 		return
 	}
-	name := e.Key()
+	d.applied = e.Revision()
+	d.releaseWaiters()
+	name, ok := nameOf(e.Key())
+	if !ok {
+		return
+	}
 	old := d.all[name]
 	if e.Operation() == jetstream.KeyValuePut {
-		d.all[name] = d.newEntry(e, old)
+		d.all[name] = d.newEntry(name, e, old)
 		if old == nil {
 			d.sorted = nil
 		}
@@ -199,8 +213,6 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 		delete(d.all, name)
 		d.sorted = nil
 	}
-	d.applied = e.Revision()
-	d.releaseWaiters()
 }
 
 // releaseWaiters wakes the Names calls waiting for a revision now applied.
@@ -245,6 +257,7 @@ type nameRev struct {
 func (d *Directory) reapDead() {
 	now := time.Now()
 	dead := make(map[string][]nameRev)
+	silent := make(map[string]time.Duration)
 	d.mu.RLock()
 	for name, e := range d.all {
 		if e.node == d.cfg.Node {
@@ -256,6 +269,7 @@ func (d *Directory) reapDead() {
 		}
 		if now.Sub(last) > d.cfg.DeadAfter {
 			dead[e.node] = append(dead[e.node], nameRev{name, e.rev})
+			silent[e.node] = now.Sub(last)
 		}
 	}
 	d.mu.RUnlock()
@@ -267,7 +281,7 @@ func (d *Directory) reapDead() {
 			}
 		}
 		d.log.Warn("node taken for dead; its names freed", zap.String("dead", node),
-			zap.Int("names", len(names)), zap.Int("freed", freed), zap.Duration("silent_for", d.cfg.DeadAfter))
+			zap.Int("names", len(names)), zap.Int("freed", freed), zap.Stringer("silent_for", silent[node].Round(time.Millisecond)))
 	}
 }
 
@@ -313,10 +327,10 @@ func (d *Directory) recheck(name string) {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	e, err := kv.Get(ctx, name)
+	e, err := kv.Get(ctx, key(name))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-		rev, err := kv.Create(ctx, name, []byte(d.cfg.Node))
+		rev, err := kv.Create(ctx, key(name), []byte(d.cfg.Node))
 		if err != nil {
 			return // taken meanwhile, or NATS is gone: the next round sees
 		}
