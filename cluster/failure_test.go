@@ -181,7 +181,8 @@ func TestPartition(t *testing.T) {
 // TestMarkersExpire: the markers logouts leave in the bucket expire, so
 // that names used once do not pile up in it.
 func TestMarkersExpire(t *testing.T) {
-	defer func(d time.Duration) { markerTTL = d }(markerTTL)
+	// Restored after the nodes have stopped (cleanups run last first).
+	t.Cleanup(func(d time.Duration) func() { return func() { markerTTL = d } }(markerTTL))
 	markerTTL = time.Second
 	_, n := cluster3(t)
 	for i := range 20 {
