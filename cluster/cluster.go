@@ -22,7 +22,11 @@
 // which queues it for its user and answers whether it did. The sending
 // connection waits for the answer (Config.Timeout at most) before it reads
 // its next request, so one sender's messages to one recipient arrive in
-// order, and Success means the recipient's server queued the message.
+// order, and Success means the recipient's server queued the message. A
+// message that reaches the other node after half the sender's wait is not
+// queued but answered late, so that a sender told Failure after its wait
+// was not, in fact, delivered (this assumes the nodes' clocks agree within
+// Timeout/2, as NTP keeps them).
 //
 // # Failures
 //
@@ -51,6 +55,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -104,8 +109,11 @@ type Config struct {
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS or to another node. A message
-	// whose node does not answer in time is answered Failure, although it
-	// may have been delivered. DefaultTimeout if zero.
+	// for another node is queued there only within Timeout/2 of being
+	// sent, and answered Failure if no answer comes within Timeout: a
+	// Failure hides a delivered message only if the nodes' clocks differ
+	// by more than Timeout/2, or the answer takes that long to come back.
+	// DefaultTimeout if zero.
 	Timeout time.Duration
 
 	// Replicas is the number of copies JetStream keeps of the bucket, when
@@ -295,9 +303,9 @@ func (d *Directory) subscribe() error {
 		if err != nil {
 			return fmt.Errorf("cluster: subscribing to %s: %w", s.subj, err)
 		}
-		// Deliveries may come in bursts from many nodes; the bound is the
-		// recipients' queues, not NATS's.
-		sub.SetPendingLimits(-1, 256<<20)
+		// Deliveries may come in bursts from many nodes. Those that wait
+		// here past their deadline are answered late, not queued.
+		sub.SetPendingLimits(-1, 64<<20)
 	}
 	return d.nc.FlushTimeout(d.cfg.Timeout)
 }
@@ -636,8 +644,14 @@ func (p *remotePeer) Deliver(from string, text []byte) error {
 }
 
 func (p *remotePeer) request(from string, text []byte) error {
-	msg := appendDelivery(make([]byte, 0, 2+len(p.name)+len(from)+len(text)), p.name, from, text)
-	m, err := p.d.nc.Request(p.subject, msg, p.d.cfg.Timeout)
+	// The recipient's node queues the message only until half the time
+	// the sender waits: after that, the sender may have given up and
+	// answered Failure, and a message queued then would be a message the
+	// user was told had failed.
+	t := p.d.cfg.Timeout
+	deadline := time.Now().Add(t / 2)
+	msg := appendDelivery(make([]byte, 0, 10+len(p.name)+len(from)+len(text)), deadline, p.name, from, text)
+	m, err := p.d.nc.Request(p.subject, msg, t)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: node %s is not running", chat.ErrUnavailable, p.node)
@@ -651,6 +665,8 @@ func (p *remotePeer) request(from string, text []byte) error {
 		return nil
 	case answerFull:
 		return chat.ErrQueueFull
+	case answerLate:
+		return fmt.Errorf("%w: node %s: the message came too late to be queued", chat.ErrUnavailable, p.node)
 	default:
 		return chat.ErrPeerGone
 	}
@@ -671,7 +687,7 @@ func (p offlinePeer) Deliver(string, []byte) error {
 // and answers whether it did. NATS calls it for one message at a time, in
 // the order sent, which keeps each sender's messages in order.
 func (d *Directory) handleDeliver(m *nats.Msg) {
-	to, from, text, ok := parseDelivery(m.Data)
+	deadline, to, from, text, ok := parseDelivery(m.Data)
 	if !ok {
 		d.log.Warn("malformed delivery", zap.String("subject", m.Subject))
 		return
@@ -680,7 +696,9 @@ func (d *Directory) handleDeliver(m *nats.Msg) {
 	u := d.local[string(to)]
 	d.mu.RUnlock()
 	answer := answerGone
-	if u != nil && u.rev != 0 {
+	if time.Now().After(deadline) {
+		answer = answerLate
+	} else if u != nil && u.rev != 0 {
 		switch err := u.peer.Deliver(string(from), text); {
 		case err == nil:
 			answer = answerQueued
@@ -696,25 +714,34 @@ const (
 	answerQueued = iota
 	answerFull
 	answerGone
+	answerLate
 )
 
-var answers = []byte{answerQueued, answerFull, answerGone}
+var answers = []byte{answerQueued, answerFull, answerGone, answerLate}
 
-// appendDelivery encodes a message for another node: the lengths of the
-// recipient's and the sender's names, a byte each, the names, and the text.
-func appendDelivery(b []byte, to, from string, text []byte) []byte {
+// appendDelivery encodes a message for another node: the time by which it
+// must be queued (Unix nanoseconds, 8 bytes big-endian), the lengths of the
+// recipient's and the sender's names (a byte each: names are at most 80
+// bytes), the names, and the text.
+func appendDelivery(b []byte, deadline time.Time, to, from string, text []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(deadline.UnixNano()))
 	b = append(b, byte(len(to)), byte(len(from)))
 	b = append(b, to...)
 	b = append(b, from...)
 	return append(b, text...)
 }
 
-func parseDelivery(b []byte) (to, from, text []byte, ok bool) {
-	if len(b) < 2 || len(b) < 2+int(b[0])+int(b[1]) {
-		return nil, nil, nil, false
+func parseDelivery(b []byte) (deadline time.Time, to, from, text []byte, ok bool) {
+	if len(b) < 10 {
+		return time.Time{}, nil, nil, nil, false
 	}
+	deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b)))
+	b = b[8:]
 	n, m := 2+int(b[0]), 2+int(b[0])+int(b[1])
-	return b[2:n], b[n:m], b[m:], true
+	if len(b) < m {
+		return time.Time{}, nil, nil, nil, false
+	}
+	return deadline, b[2:n], b[n:m], b[m:], true
 }
 
 // offload runs f, which waits on NATS, on a goroutine of its own, and

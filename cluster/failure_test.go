@@ -222,3 +222,32 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("Open with no NATS server succeeded")
 	}
 }
+
+// TestLateDelivery: a message that reaches the recipient's node after its
+// deadline is not queued, and the sender gets Failure, not Success.
+func TestLateDelivery(t *testing.T) {
+	_, n := cluster3(t)
+	login(t, n[0], "alice")
+	bob := login(t, n[1], "bob")
+	late := appendDelivery(nil, time.Now().Add(-time.Millisecond), "bob", "alice", []byte("too late"))
+	m, err := n[0].dir.nc.Request(n[1].dir.deliver, late, testWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Data) != 1 || m.Data[0] != answerLate {
+		t.Errorf("answer %v, want late", m.Data)
+	}
+	onTime := appendDelivery(nil, time.Now().Add(testWait), "bob", "alice", []byte("on time"))
+	if m, err = n[0].dir.nc.Request(n[1].dir.deliver, onTime, testWait); err != nil || m.Data[0] != answerQueued {
+		t.Fatalf("on time: %v %v", m, err)
+	}
+	if got := bob.receive(); got.Text != "on time" {
+		t.Errorf("bob got %+v, want only the message on time", got)
+	}
+	// Malformed deliveries get no answer and change nothing.
+	for _, b := range [][]byte{nil, make([]byte, 9), append(make([]byte, 8), 200, 0, 'x')} {
+		if _, err := n[0].dir.nc.Request(n[1].dir.deliver, b, 100*time.Millisecond); err == nil {
+			t.Errorf("malformed %q answered", b)
+		}
+	}
+}
