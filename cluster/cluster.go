@@ -20,13 +20,13 @@
 //
 // A message for a user on another node is a NATS request to that node,
 // which queues it for its user and answers whether it did. The sending
-// connection waits for the answer (Config.Timeout at most) before it reads
+// connection waits for the answer (3*Config.Timeout at most) before it reads
 // its next request, so one sender's messages to one recipient arrive in
 // order, and Success means the recipient's server queued the message. A
-// message that reaches the other node after half the sender's wait is not
-// queued but answered late, so that a sender told Failure after its wait
-// was not, in fact, delivered (this assumes the nodes' clocks agree within
-// Timeout/2, as NTP keeps them).
+// message that reaches the other node after a third of the sender's wait
+// is not queued but answered late, so that a sender told Failure after its
+// wait was not, in fact, delivered (this assumes the nodes' clocks agree
+// within Config.Timeout, as NTP keeps them).
 //
 // # Failures
 //
@@ -108,12 +108,11 @@ type Config struct {
 	// others. DeadAfter/5 if zero.
 	Heartbeat time.Duration
 
-	// Timeout bounds each request to NATS or to another node. A message
-	// for another node is queued there only within Timeout/2 of being
-	// sent, and answered Failure if no answer comes within Timeout: a
-	// Failure hides a delivered message only if the nodes' clocks differ
-	// by more than Timeout/2, or the answer takes that long to come back.
-	// DefaultTimeout if zero.
+	// Timeout bounds each request to NATS. A message for another node is
+	// queued there only within Timeout of being sent, and answered Failure
+	// if no answer comes within 3*Timeout: a Failure hides a delivered
+	// message only if the nodes' clocks differ by more than Timeout, or the
+	// answer takes 2*Timeout to come back. DefaultTimeout if zero.
 	Timeout time.Duration
 
 	// Replicas is the number of copies JetStream keeps of the bucket, when
@@ -644,14 +643,13 @@ func (p *remotePeer) Deliver(from string, text []byte) error {
 }
 
 func (p *remotePeer) request(from string, text []byte) error {
-	// The recipient's node queues the message only until half the time
-	// the sender waits: after that, the sender may have given up and
-	// answered Failure, and a message queued then would be a message the
-	// user was told had failed.
+	// The recipient's node queues the message only within Timeout, and
+	// the sender waits three times as long for its answer: a message
+	// queued after the sender gave up would be one the user was told had
+	// failed.
 	t := p.d.cfg.Timeout
-	deadline := time.Now().Add(t / 2)
-	msg := appendDelivery(make([]byte, 0, 10+len(p.name)+len(from)+len(text)), deadline, p.name, from, text)
-	m, err := p.d.nc.Request(p.subject, msg, t)
+	msg := appendDelivery(make([]byte, 0, 10+len(p.name)+len(from)+len(text)), time.Now().Add(t), p.name, from, text)
+	m, err := p.d.nc.Request(p.subject, msg, 3*t)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("%w: node %s is not running", chat.ErrUnavailable, p.node)
