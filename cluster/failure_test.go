@@ -251,3 +251,31 @@ func TestLateDelivery(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinAfterMarkersExpired: a node that joins after the bucket's last
+// message (a logout's marker) has expired lists at once; it does not wait
+// for a revision that will never come.
+func TestJoinAfterMarkersExpired(t *testing.T) {
+	t.Cleanup(func(d time.Duration) func() { return func() { markerTTL = d } }(markerTTL))
+	markerTTL = time.Second
+	ns := startNATS(t)
+	n1 := startNode(t, ns.url(), "n1")
+	login(t, n1, "stay")
+	u := login(t, n1, "gone")
+	if err := u.Logout(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the marker to expire", func() bool {
+		st, err := n1.dir.bucket().Status(ctx(t))
+		return err == nil && st.Values() == 1
+	})
+	n2 := startNode(t, ns.url(), "n2")
+	c := dial(t, n2)
+	start := time.Now()
+	if got := list(t, c); !slices.Equal(got, []string{"stay"}) {
+		t.Errorf("list: %q", got)
+	}
+	if d := time.Since(start); d > n2.dir.cfg.Timeout/2 {
+		t.Errorf("list took %v: it waited for an expired revision", d)
+	}
+}

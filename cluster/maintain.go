@@ -80,6 +80,18 @@ func (d *Directory) sync(ctx context.Context) error {
 		return fmt.Errorf("cluster: opening bucket %s: %w", d.cfg.Bucket, err)
 	}
 
+	// The bucket's last revision now: the watch's first values cover it,
+	// even if the message itself has expired since (a logout's marker), and
+	// Names must not wait for it.
+	var ttl bool
+	var last uint64
+	if st, err := kv.Status(ctx); err == nil {
+		ttl = st.LimitMarkerTTL() > 0
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			last = bs.StreamInfo().State.LastSeq
+		}
+	}
+
 	d.stopWatch()
 	// The watch's context must outlive this call: the watch uses it again
 	// when it re-creates its consumer. Only its creation is bounded.
@@ -124,10 +136,7 @@ func (d *Directory) sync(ctx context.Context) error {
 		}
 	}
 
-	var ttl bool
-	if st, err := kv.Status(ctx); err == nil {
-		ttl = st.LimitMarkerTTL() > 0
-	}
+	applied = max(applied, last)
 	if !ttl {
 		d.log.Warn("the bucket keeps delete markers for ever; recreate it to have them expire", zap.String("bucket", d.cfg.Bucket))
 	}
