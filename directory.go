@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -118,10 +119,7 @@ func (d *MemoryDirectory) Names() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sorted == nil {
-		d.sorted = make([]string, 0, len(d.peers))
-		for name := range d.peers {
-			d.sorted = append(d.sorted, name)
-		}
+		d.sorted = slices.AppendSeq(make([]string, 0, len(d.peers)), maps.Keys(d.peers))
 		slices.Sort(d.sorted)
 	}
 	return d.sorted

@@ -59,6 +59,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -210,13 +211,12 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 	}
 	if cfg.Node == "" {
 		host, _ := os.Hostname()
-		cfg.Node = fmt.Sprintf("%s-%d", host, os.Getpid())
-		cfg.Node = SanitizeNode(cfg.Node)
+		cfg.Node = SanitizeNode(fmt.Sprintf("%s-%d", host, os.Getpid()))
 	}
 	if !validToken(cfg.Node) {
 		return nil, fmt.Errorf("cluster: node name %q: use letters, digits, '-' and '_'", cfg.Node)
 	}
-	if !validToken(cfg.Prefix) && !validSubject(cfg.Prefix) {
+	if !validSubject(cfg.Prefix) {
 		return nil, fmt.Errorf("cluster: subject prefix %q is not a NATS subject", cfg.Prefix)
 	}
 	var nonce [8]byte
@@ -558,10 +558,7 @@ func (d *Directory) Names() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sorted == nil {
-		d.sorted = make([]string, 0, len(d.all))
-		for name := range d.all {
-			d.sorted = append(d.sorted, name)
-		}
+		d.sorted = slices.AppendSeq(make([]string, 0, len(d.all)), maps.Keys(d.all))
 		slices.Sort(d.sorted)
 	}
 	return d.sorted
@@ -585,16 +582,11 @@ func (d *Directory) localNames() []string {
 func (d *Directory) catchUp() {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	st, err := d.bucket().Status(ctx)
+	last, _, err := bucketState(ctx, d.bucket())
 	if err != nil {
 		d.log.Debug("bucket status", zap.Error(err))
 		return
 	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return
-	}
-	last := bs.StreamInfo().State.LastSeq
 	d.mu.Lock()
 	if d.applied >= last {
 		d.mu.Unlock()
@@ -607,6 +599,19 @@ func (d *Directory) catchUp() {
 	case <-w.done:
 	case <-ctx.Done():
 	}
+}
+
+// bucketState returns the bucket's last revision, and whether it expires
+// delete markers.
+func bucketState(ctx context.Context, kv jetstream.KeyValue) (last uint64, ttl bool, err error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		last = bs.StreamInfo().State.LastSeq
+	}
+	return last, st.LimitMarkerTTL() > 0, nil
 }
 
 // remotePeer is a user logged in on another node.
@@ -652,7 +657,7 @@ func (p *remotePeer) request(from string, text []byte) error {
 	m, err := p.d.nc.Request(p.subject, msg, 3*t)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w: node %s is not running", chat.ErrUnavailable, p.node)
+		return fmt.Errorf("%w: node %s is not running: %w", chat.ErrUnavailable, p.node, err)
 	case err != nil:
 		return fmt.Errorf("%w: node %s: %v (the message may have been delivered)", chat.ErrUnavailable, p.node, err)
 	case len(m.Data) != 1:

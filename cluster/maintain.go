@@ -83,14 +83,7 @@ func (d *Directory) sync(ctx context.Context) error {
 	// The bucket's last revision now: the watch's first values cover it,
 	// even if the message itself has expired since (a logout's marker), and
 	// Names must not wait for it.
-	var ttl bool
-	var last uint64
-	if st, err := kv.Status(ctx); err == nil {
-		ttl = st.LimitMarkerTTL() > 0
-		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-			last = bs.StreamInfo().State.LastSeq
-		}
-	}
+	last, ttl, _ := bucketState(ctx, kv) // zero and false if it fails
 
 	d.stopWatch()
 	// The watch's context must outlive this call: the watch uses it again
