@@ -228,8 +228,8 @@ func TestLimitsSlowConsumer(t *testing.T) {
 
 	select {
 	case err := <-sinkGone:
-		if !errors.Is(err, errSlowConsumer) {
-			t.Errorf("the sink was logged out with %v, want %v", err, errSlowConsumer)
+		if !errors.Is(err, ErrSlowConsumer) {
+			t.Errorf("the sink was logged out with %v, want %v", err, ErrSlowConsumer)
 		}
 	case <-time.After(hostileTimeout):
 		t.Fatal("the stalled sink was never dropped")

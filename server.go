@@ -519,12 +519,24 @@ func (c *conn) flushLogs() {
 // errLogsPending returns from readLoop to serve to write what logAt logged.
 var errLogsPending = errors.New("chat: log lines pending")
 
-// Reasons a connection ends that the server decides.
+// Reasons a connection ends that the server decides, as ServeConn returns
+// them and OnLogout receives them.
 var (
-	errSlowConsumer = errors.New("chat: slow consumer: writes made no progress")
-	errFlooding     = errors.New("chat: too many requests past the rate limit")
-	errLoginTimeout = errors.New("chat: not logged in in time")
-	errFrameTimeout = errors.New("chat: frame not completed in time")
+	// ErrSlowConsumer: a write to the client made no progress for
+	// WriteTimeout; what was queued for it is dropped.
+	ErrSlowConsumer = errors.New("chat: slow consumer: writes made no progress")
+
+	// ErrFlooding: FloodLimit requests in a row were refused by the rate
+	// limit.
+	ErrFlooding = errors.New("chat: too many requests past the rate limit")
+
+	// ErrLoginTimeout: the connection was not logged in within
+	// LoginTimeout.
+	ErrLoginTimeout = errors.New("chat: not logged in in time")
+
+	// ErrFrameTimeout: a frame begun was not completed within
+	// FrameTimeout.
+	ErrFrameTimeout = errors.New("chat: frame not completed in time")
 )
 
 // evictError is why a connection ends when the Directory evicts its user.
@@ -609,7 +621,7 @@ func (c *conn) serve() error {
 	// The reason the connection ended, as ServeConn reports it.
 	switch {
 	case c.slow.Load():
-		err = errSlowConsumer
+		err = ErrSlowConsumer
 	case c.evicted.Load() != nil:
 		err = *c.evicted.Load()
 	case s.inShutdown.Load():
@@ -617,14 +629,14 @@ func (c *conn) serve() error {
 	case errors.Is(err, io.EOF):
 		err = nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		err = errLoginTimeout
+		err = ErrLoginTimeout
 		if !c.frameBy.IsZero() && !time.Now().Before(c.frameBy) {
-			err = errFrameTimeout
+			err = ErrFrameTimeout
 		}
 		s.events.timedOut.Add(1)
 	case errors.Is(err, ErrFrameTooLarge):
 		s.events.tooLarge.Add(1)
-	case err == errFlooding:
+	case err == ErrFlooding:
 		s.events.floods.Add(1)
 	}
 	if c.name != "" {
@@ -634,7 +646,7 @@ func (c *conn) serve() error {
 		}
 		c.logout(reason)
 	}
-	if err == nil || err == ErrServerClosed || err == errFlooding || errors.Is(err, ErrFrameTooLarge) {
+	if err == nil || err == ErrServerClosed || err == ErrFlooding || errors.Is(err, ErrFrameTooLarge) {
 		c.out.closeWhenDrained() // flush the replies still owed
 	} else {
 		c.out.closeNow()
@@ -697,7 +709,7 @@ func (c *conn) unreadable(err error) error {
 }
 
 // rateLimited refuses a request over the rate limit, and returns
-// errFlooding when the connection has kept flooding.
+// ErrFlooding when the connection has kept flooding.
 //
 //go:noinline
 func (c *conn) rateLimited() error {
@@ -705,7 +717,7 @@ func (c *conn) rateLimited() error {
 	c.out.reply(ResultFailure)
 	if c.flooding++; c.flooding >= c.srv.floodLimit() {
 		c.logAt(zap.WarnLevel, "flooding; closing", zap.Int("refused", c.flooding))
-		return errFlooding
+		return ErrFlooding
 	}
 	return nil
 }

@@ -695,7 +695,7 @@ func TestServerSlowRecipient(t *testing.T) {
 		for {
 			select {
 			case err := <-logouts:
-				if !errors.Is(err, errSlowConsumer) {
+				if !errors.Is(err, ErrSlowConsumer) {
 					t.Errorf("the sink was logged out with %v, want a slow consumer", err)
 				}
 				break wait

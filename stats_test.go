@@ -193,8 +193,8 @@ func TestStats(t *testing.T) {
 	// the write of it fails.
 	sink.server.stuck.Store(true)
 	alice.do(t, "sendto sink", AppendSendTo(nil, "sink", "are you there?"), ok)
-	if err := sink.wait(t, "the sink"); err != errSlowConsumer {
-		t.Errorf("ServeConn of the sink: %v, want errSlowConsumer", err)
+	if err := sink.wait(t, "the sink"); err != ErrSlowConsumer {
+		t.Errorf("ServeConn of the sink: %v, want ErrSlowConsumer", err)
 	}
 	statsCheck(t, "the sink dropped", srv.Stats(), 2, 2, 3, 1, 1, 0, 0)
 
@@ -209,8 +209,8 @@ func TestStats(t *testing.T) {
 		flooder.expect(t, "the flood's allowed lists", "LIST alice bob")
 	}
 	flooder.expect(t, "the flood's refused lists", failure, failure, failure)
-	if err := flooder.end(t, "the flood"); err != errFlooding {
-		t.Errorf("ServeConn of the flood: %v, want errFlooding", err)
+	if err := flooder.end(t, "the flood"); err != ErrFlooding {
+		t.Errorf("ServeConn of the flood: %v, want ErrFlooding", err)
 	}
 	statsCheck(t, "the flood closed", srv.Stats(), 2, 2, 4, 1, 1, 1, 0)
 
