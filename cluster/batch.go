@@ -29,9 +29,11 @@ import (
 // destination node's link and answers chat.ErrPending: the sending
 // connection goes on with its next requests, its reply waiting in order
 // (chat.Receipt). When the connection has handled what it read, the server
-// calls Flush, which lists the link with the Directory's sender, one
-// goroutine that publishes the gathered batches. A batch that reaches
-// maxBatch is sent at once.
+// calls Flush, which publishes the batch gathered by then (NATS's client
+// writes it on its own goroutine), so the messages of every connection that
+// wrote to that node meanwhile travel together. A batch that would outgrow
+// maxBatch is sent at once. Publishing holds the link's lock, so batches
+// leave in the order of their sequence numbers.
 //
 // The destination node's handler (NATS calls it for one batch at a time,
 // in the order they arrive) queues each message for its user, has the
@@ -184,16 +186,15 @@ type link struct {
 	node    string
 	subject string
 
-	mu       sync.Mutex
-	gathered []*batch // not sent yet, the last one gathering
-	listed   bool     // in the sender's list; guarded by sender.mu
+	mu sync.Mutex // held while a batch is published, which keeps them in order
+	b  *batch     // the batch gathering, or nil
 }
 
 // batch is a batch of messages for one node, and the receipts of its
 // messages.
 type batch struct {
 	link     *link
-	items    []byte // encoded items
+	items    []byte // the header's room, then the encoded items
 	receipts []chat.Receipt
 	seq      uint64
 	sentAt   time.Time
@@ -201,84 +202,36 @@ type batch struct {
 }
 
 // deliver appends a message for the user to, whose login has token, to
-// the gathering batch.
+// the gathering batch; a batch grown to maxBatch is sent at once.
 func (l *link) deliver(token uint64, to, from string, text []byte, r chat.Receipt) {
-	size := itemSize(to, from, text)
-	l.mu.Lock()
-	var b *batch
-	if n := len(l.gathered); n > 0 && len(l.gathered[n-1].items)+size <= maxBatch {
-		b = l.gathered[n-1]
-	} else {
-		b = &batch{link: l, items: make([]byte, 0, min(max(2*size, 4<<10), maxBatch))}
-		l.gathered = append(l.gathered, b)
-	}
-	b.items = appendItem(b.items, token, to, from, text)
-	b.receipts = append(b.receipts, r)
-	full := len(l.gathered) > 1 || len(b.items) >= maxBatch/2
-	l.mu.Unlock()
-	if full {
-		l.d.out.list(l)
-	}
-}
-
-// take returns the batches gathered, and starts afresh.
-func (l *link) take() []*batch {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	bs := l.gathered
-	l.gathered = nil
-	return bs
-}
-
-// sender publishes the links' gathered batches, on one goroutine.
-type sender struct {
-	mu    sync.Mutex
-	links []*link // with batches to send
-	kick  chan struct{}
-}
-
-// list has the sender send l's batches soon.
-func (s *sender) list(l *link) {
-	s.mu.Lock()
-	if !l.listed {
-		l.listed = true
-		s.links = append(s.links, l)
+	if l.b != nil && len(l.b.items)+itemSize(to, from, text) > maxBatch {
+		l.sendLocked()
 	}
-	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	if l.b == nil {
+		l.b = &batch{link: l, items: make([]byte, l.d.headerSize, 4<<10)}
 	}
+	l.b.items = appendItem(l.b.items, token, to, from, text)
+	l.b.receipts = append(l.b.receipts, r)
 }
 
-// send is the sender's goroutine.
-func (d *Directory) send() {
-	defer d.maint.Done()
-	var links []*link
-	for {
-		select {
-		case <-d.done:
-			return
-		case <-d.out.kick:
-		}
-		d.out.mu.Lock()
-		links, d.out.links = d.out.links, links[:0]
-		for _, l := range links {
-			l.listed = false
-		}
-		d.out.mu.Unlock()
-		for i, l := range links {
-			for _, b := range l.take() {
-				d.publish(b)
-			}
-			links[i] = nil
-		}
-	}
+// flush sends the gathering batch, if any.
+func (l *link) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sendLocked()
 }
 
-// publish sends a batch, and waits (on a timer) for its answer.
-func (d *Directory) publish(b *batch) {
-	l := b.link
+// sendLocked publishes the gathering batch, and has it settled by its
+// answer or, after 3*Timeout without one, as failed. l.mu is held.
+func (l *link) sendLocked() {
+	b := l.b
+	if b == nil {
+		return
+	}
+	l.b = nil
+	d := l.d
 	now := time.Now()
 	d.sentMu.Lock()
 	d.seq++
@@ -289,8 +242,8 @@ func (d *Directory) publish(b *batch) {
 	d.sentMu.Unlock()
 
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, deadline: now.Add(d.cfg.Timeout)}
-	msg := make([]byte, 0, 2+len(h.sender)+24+len(b.items))
-	msg = append(appendHeader(msg, h), b.items...)
+	appendHeader(b.items[:0], h) // into the room left for it
+	msg := b.items
 	b.items = nil
 	err := d.nc.PublishMsg(&nats.Msg{Subject: l.subject, Reply: d.ackPrefix + strconv.FormatUint(b.seq, 10), Data: msg})
 	if err != nil {
@@ -382,9 +335,13 @@ func (d *Directory) failAll() {
 	links := slices.Collect(maps.Values(d.links))
 	d.linksMu.Unlock()
 	for _, l := range links {
-		for _, b := range l.take() {
+		l.mu.Lock()
+		b := l.b
+		l.b = nil
+		l.mu.Unlock()
+		if b != nil {
 			for _, r := range b.receipts {
-				r.Done(err)
+				r.Done(err) // never sent
 			}
 		}
 	}
@@ -417,8 +374,8 @@ func (p *remotePeer) Deliver(from string, text []byte, r chat.Receipt) error {
 	return chat.ErrPending
 }
 
-// Flush implements chat.Peer: it has the batch sent.
-func (p *remotePeer) Flush() { p.link.d.out.list(p.link) }
+// Flush implements chat.Peer: it sends the batch.
+func (p *remotePeer) Flush() { p.link.flush() }
 
 // offlinePeer is the peer of users on other nodes while this node is
 // offline.

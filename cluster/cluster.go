@@ -82,6 +82,9 @@ const (
 	DefaultTimeout   = 2 * time.Second
 )
 
+// maxNode is the longest node name: a batch gives its length in a byte.
+const maxNode = 255
+
 // Config configures a Directory. The zero value is usable, except that
 // nodes started from one program on one host need distinct Node names.
 type Config struct {
@@ -141,7 +144,7 @@ type Directory struct {
 	// Batches of messages for other nodes (batch.go).
 	instanceID uint64 // instance, as a batch carries it
 	ackPrefix  string // of the subjects the answers to this node's batches come on
-	out        sender
+	headerSize int    // of this node's batches
 	linksMu    sync.Mutex
 	links      map[string]*link // to the other nodes, by name
 	sentMu     sync.Mutex
@@ -227,8 +230,8 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		host, _ := os.Hostname()
 		cfg.Node = SanitizeNode(fmt.Sprintf("%s-%d", host, os.Getpid()))
 	}
-	if !validToken(cfg.Node) {
-		return nil, fmt.Errorf("cluster: node name %q: use letters, digits, '-' and '_'", cfg.Node)
+	if !validToken(cfg.Node) || len(cfg.Node) > maxNode {
+		return nil, fmt.Errorf("cluster: node name %q: use up to %d letters, digits, '-' and '_'", cfg.Node, maxNode)
 	}
 	if !validSubject(cfg.Prefix) {
 		return nil, fmt.Errorf("cluster: subject prefix %q is not a NATS subject", cfg.Prefix)
@@ -243,7 +246,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		deliver:    cfg.Prefix + ".deliver." + cfg.Node,
 		instanceID: binary.BigEndian.Uint64(nonce[:]),
 		ackPrefix:  cfg.Prefix + ".ack." + cfg.Node + "." + instance + ".",
-		out:        sender{kick: make(chan struct{}, 1)},
+		headerSize: 2 + len(cfg.Node) + 24,
 		sent:       make(map[uint64]*batch),
 		lastBatch:  make(map[string]received),
 		links:      make(map[string]*link),
@@ -293,9 +296,8 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		return nil, err
 	}
 	d.heartbeat()
-	d.maint.Add(2)
+	d.maint.Add(1)
 	go d.maintain()
-	go d.send()
 	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
 	return d, nil
 }
