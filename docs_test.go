@@ -348,7 +348,7 @@ func TestCheckLinks(t *testing.T) {
 		{"web", "[NATS](https://nats.io) <https://x>", nil},
 		{"in code", "```\n[x](nowhere.md)\n```\n`[y](nowhere.md)`", nil},
 		{"reference", "[x]: PROTOCOL.md\n[y]: missing.md", []string{"missing.md (no such file)"}},
-		{"missing", "[x](SPECS.md)", []string{"SPECS.md (no such file)"}},
+		{"missing", "[x](NOTES.md)", []string{"NOTES.md (no such file)"}},
 		{"outside", "[x](../elsewhere/x.md)", []string{"../elsewhere/x.md (outside the repository)"}},
 		{"absolute", "[x](/etc/passwd)", []string{"/etc/passwd (absolute path)"}},
 		{"bad anchor", "[x](PROTOCOL.md#sizes)", []string{"PROTOCOL.md#sizes (no such heading)"}},
@@ -392,10 +392,10 @@ func TestMarkdownLinks(t *testing.T) {
 // TestNoOutsideReferences checks that no file of the repository refers to
 // documents kept outside it.
 func TestNoOutsideReferences(t *testing.T) {
+	// Split, so that this file does not match them (nor a grep for them).
 	forbidden := []string{
-		"SPEC" + ".md",     // split, so that this file does not match
-		"../" + "shared/",  // the folder outside the repository
-		"shared/" + "SPEC", // and the document in it
+		"SP" + "EC.md",         // the behaviour document kept outside
+		"../" + "sha" + "red/", // the folder it is kept in
 	}
 	err := fs.WalkDir(os.DirFS("."), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
