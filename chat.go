@@ -8,7 +8,8 @@
 // Every request gets exactly one reply, in the order the requests were sent.
 // The wire format is documented byte by byte in PROTOCOL.md.
 //
-// A server and a client in one program (ExampleServer has it whole):
+// A server and a client in one program (README.md and ExampleServer have
+// complete programs):
 //
 //	l, err := net.Listen("tcp", "127.0.0.1:0") // listen first, then serve
 //	if err != nil {
