@@ -46,13 +46,15 @@ import (
 //     it was addressed to. Each item carries the recipient's token, the
 //     revision of its key in the bucket; a user who has logged out, or in
 //     again, since has another, and the item is refused.
-//   - Failure: not queued, and never will be. A batch carries a deadline, its
-//     sending time plus Config.Timeout; one that arrives later is refused
-//     whole. The sender waits 3*Timeout for the answer before it settles
-//     the batch as failed: this assumes the nodes' wall clocks agree within
-//     Timeout (NTP keeps them within milliseconds). A batch nobody
-//     subscribes for (a dead node) is answered by NATS at once ("no
-//     responders"), and fails then.
+//   - Failure: not queued, and never will be. An answer that does not come
+//     within Timeout is asked for (status.go), and the question fences. A
+//     batch nobody subscribes for (a dead node) is answered by NATS at once
+//     ("no responders"), and fails then. A batch also carries a deadline,
+//     its sending time plus Timeout, after which it is refused whole: a node
+//     that wakes from a pause longer than that delivers none of what it was
+//     sent before. That, and giving up on a node taken for dead, assume the
+//     nodes' wall clocks agree within Timeout (NTP keeps them within
+//     milliseconds).
 //   - Order: batches from one node to another carry increasing sequence
 //     numbers, and a node refuses a batch whose number is not above the last
 //     it accepted from that sender. One sender's messages to one recipient
@@ -67,7 +69,7 @@ import (
 //
 //	version     1 byte, batchVersion
 //	sender      1 byte length, then the sending node's name
-//	instance    8 bytes, the sending process's random id
+//	instance    8 bytes, the sending process's random id (0 is none)
 //	seq         8 bytes, the batch's sequence number, from 1
 //	deadline    8 bytes, Unix nanoseconds: queue nothing after this
 //	items       until the end, each:
@@ -103,11 +105,26 @@ type batchHeader struct {
 	deadline time.Time
 }
 
+// appendSender encodes the start of a batch or a question: the version,
+// and who sends it.
+func appendSender(b []byte, sender string, instance uint64) []byte {
+	b = append(b, batchVersion, byte(len(sender)))
+	b = append(b, sender...)
+	return binary.BigEndian.AppendUint64(b, instance)
+}
+
+// parseSender decodes what appendSender encodes, and returns the rest.
+func parseSender(b []byte) (sender string, instance uint64, rest []byte, err error) {
+	if len(b) < 2 || b[0] != batchVersion || len(b) < 2+int(b[1])+8 {
+		return "", 0, nil, errBadBatch
+	}
+	n := int(b[1])
+	return string(b[2 : 2+n]), binary.BigEndian.Uint64(b[2+n:]), b[2+n+8:], nil
+}
+
 // appendHeader encodes a batch's header.
 func appendHeader(b []byte, h batchHeader) []byte {
-	b = append(b, batchVersion, byte(len(h.sender)))
-	b = append(b, h.sender...)
-	b = binary.BigEndian.AppendUint64(b, h.instance)
+	b = appendSender(b, h.sender, h.instance)
 	b = binary.BigEndian.AppendUint64(b, h.seq)
 	return binary.BigEndian.AppendUint64(b, uint64(h.deadline.UnixNano()))
 }
@@ -129,19 +146,13 @@ var errBadBatch = errors.New("cluster: malformed batch")
 
 // parseHeader decodes a batch's header, and returns the items after it.
 func parseHeader(b []byte) (batchHeader, []byte, error) {
-	if len(b) < 2 || b[0] != batchVersion {
+	sender, instance, b, err := parseSender(b)
+	if err != nil || len(b) < 16 {
 		return batchHeader{}, nil, errBadBatch
 	}
-	n := int(b[1])
-	if len(b) < 2+n+24 {
-		return batchHeader{}, nil, errBadBatch
-	}
-	h := batchHeader{sender: string(b[2 : 2+n])}
-	b = b[2+n:]
-	h.instance = binary.BigEndian.Uint64(b)
-	h.seq = binary.BigEndian.Uint64(b[8:])
-	h.deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b[16:])))
-	return h, b[24:], nil
+	h := batchHeader{sender: sender, instance: instance, seq: binary.BigEndian.Uint64(b)}
+	h.deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))
+	return h, b[16:], nil
 }
 
 // nextItem decodes the first item of b, and returns the rest.
@@ -188,6 +199,8 @@ type link struct {
 
 	mu sync.Mutex // held while a batch is published, which keeps them in order
 	b  *batch     // the batch gathering, or nil
+
+	asking bool // an asker is at work for the link's late batches; guarded by Directory.sentMu
 }
 
 // batch is a batch of messages for one node, and the receipts of its
@@ -198,7 +211,7 @@ type batch struct {
 	receipts []chat.Receipt
 	seq      uint64
 	sentAt   time.Time
-	timer    *time.Timer
+	timer    *time.Timer // asks about it once it is late
 }
 
 // deliver appends a message for the user to, whose login has token, to
@@ -223,8 +236,8 @@ func (l *link) flush() {
 	l.sendLocked()
 }
 
-// sendLocked publishes the gathering batch, and has it settled by its
-// answer or, after 3*Timeout without one, as failed. l.mu is held.
+// sendLocked publishes the gathering batch, to be settled by its answer, or
+// by asking for it if the answer is late (status.go). l.mu is held.
 func (l *link) sendLocked() {
 	b := l.b
 	if b == nil {
@@ -238,7 +251,7 @@ func (l *link) sendLocked() {
 	b.seq, b.sentAt = d.seq, now
 	d.sent[b.seq] = b
 	// The answer may come any time after the publish; so may the timer.
-	b.timer = time.AfterFunc(3*d.cfg.Timeout, func() { d.settle(b.seq, nil, errNoAnswer) })
+	b.timer = time.AfterFunc(d.cfg.Timeout, func() { d.expire(b) })
 	d.sentMu.Unlock()
 
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, deadline: now.Add(d.cfg.Timeout)}
@@ -250,8 +263,6 @@ func (l *link) sendLocked() {
 		d.settle(b.seq, nil, fmt.Errorf("%w: node %s: %v", chat.ErrUnavailable, l.node, err))
 	}
 }
-
-var errNoAnswer = fmt.Errorf("%w: no answer in time (the message may have been delivered)", chat.ErrUnavailable)
 
 // handleAnswer settles a batch with the answer of its destination node, or
 // with NATS's word that nobody subscribes for it.
@@ -303,28 +314,21 @@ func answerError(a byte, node string) error {
 	case answerGone:
 		return chat.ErrPeerGone
 	case answerLate:
-		return fmt.Errorf("%w: node %s: the message came too late to be queued", chat.ErrUnavailable, node)
+		return errRefused(node)
 	}
 	return fmt.Errorf("%w: node %s: bad answer", chat.ErrUnavailable, node)
 }
 
-// failSent settles as failed the batches sent to node more than twice
-// Timeout ago: past their deadline, by any clock within Timeout of this
-// one, they are refused if they arrive now. Called when node is taken for
-// dead.
-func (d *Directory) failSent(node string) {
-	cutoff := time.Now().Add(-2 * d.cfg.Timeout)
-	var seqs []uint64
+// waiting returns the number of messages sent to other nodes and not
+// answered yet.
+func (d *Directory) waiting() int {
 	d.sentMu.Lock()
-	for seq, b := range d.sent {
-		if b.link.node == node && b.sentAt.Before(cutoff) {
-			seqs = append(seqs, seq)
-		}
+	defer d.sentMu.Unlock()
+	n := 0
+	for _, b := range d.sent {
+		n += len(b.receipts)
 	}
-	d.sentMu.Unlock()
-	for _, seq := range seqs {
-		d.settle(seq, nil, fmt.Errorf("%w: node %s taken for dead", chat.ErrUnavailable, node))
-	}
+	return n
 }
 
 // failAll settles every batch, sent or gathered, as failed: the Directory
@@ -390,12 +394,6 @@ func (p offlinePeer) Deliver(string, []byte, chat.Receipt) error {
 
 func (offlinePeer) Flush() {}
 
-// received is the last batch accepted from one sending node.
-type received struct {
-	instance uint64
-	seq      uint64
-}
-
 // handleBatch queues the messages of a batch from another node for the
 // users of this one, and answers with their outcomes. NATS calls it for one
 // batch at a time, in the order they arrive.
@@ -411,18 +409,16 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		return
 	}
 	answers := make([]byte, 0, count)
-	late := time.Now().After(h.deadline)
-	if last, ok := d.lastBatch[h.sender]; ok && last.instance == h.instance && h.seq <= last.seq {
-		late = true // overtaken by a later batch: refused, to keep the order
-	} else if !late {
-		d.lastBatch[h.sender] = received{h.instance, h.seq}
+	var oc *outcome
+	if !time.Now().After(h.deadline) {
+		oc = d.accept(h.instance, h.seq) // nil if overtaken, or fenced
 	}
 	touched := d.touched[:0]
 	var sender string
 	for len(items) > 0 {
 		token, to, from, text, rest, _ := nextItem(items) // checked by countItems
 		items = rest
-		if late {
+		if oc == nil {
 			answers = append(answers, answerLate)
 			continue
 		}
@@ -456,6 +452,9 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		touched[i] = nil
 	}
 	d.touched = touched[:0]
+	if oc != nil {
+		d.answered(oc, answers)
+	}
 	if m.Reply != "" {
 		d.nc.Publish(m.Reply, answers)
 	}

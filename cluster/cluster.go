@@ -151,9 +151,12 @@ type Directory struct {
 	seq        uint64            // of the last batch sent
 	sent       map[uint64]*batch // sent, waiting for their answers
 
-	// Used by handleBatch only, which NATS calls on one goroutine.
-	lastBatch map[string]received // by sending node
-	touched   []chat.Peer
+	askers sync.WaitGroup // asking about late batches (status.go)
+
+	recvMu   sync.Mutex
+	received map[uint64]*received // batches received, by sending process
+
+	touched []chat.Peer // used by handleBatch only, which NATS calls on one goroutine
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
 	epoch   atomic.Uint64 // disconnections so far
@@ -248,7 +251,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		ackPrefix:  cfg.Prefix + ".ack." + cfg.Node + "." + instance + ".",
 		headerSize: 2 + len(cfg.Node) + 24,
 		sent:       make(map[uint64]*batch),
-		lastBatch:  make(map[string]received),
+		received:   make(map[uint64]*received),
 		links:      make(map[string]*link),
 		poke:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
@@ -320,6 +323,7 @@ func (d *Directory) subscribe() error {
 		{hello, func(m *nats.Msg) { m.Respond([]byte(d.instance)) }},
 		{d.deliver, d.handleBatch},
 		{d.ackPrefix + "*", d.handleAnswer},
+		{d.cfg.Prefix + ".status." + d.cfg.Node, d.handleStatus},
 		{d.cfg.Prefix + ".alive.*", d.handleHeartbeat},
 	}
 	for _, s := range subs {
@@ -360,6 +364,7 @@ func (d *Directory) Close() error {
 	d.mu.Unlock()
 	close(d.done)
 	d.maint.Wait()
+	d.askers.Wait()
 	d.failAll()
 	if d.online.Swap(false) {
 		for name, rev := range left {
@@ -380,6 +385,7 @@ func (d *Directory) abandon() {
 	d.mu.Unlock()
 	close(d.done)
 	d.maint.Wait()
+	d.askers.Wait()
 	d.failAll()
 	d.online.Store(false)
 	d.stopWatch()

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -93,28 +92,39 @@ type node struct {
 
 func startNode(t *testing.T, url, name string) *node {
 	t.Helper()
+	return startNodeWith(t, url, Config{Node: name}, nil)
+}
+
+// startNodeWith starts a node with cfg, its timings defaulting to the
+// tests', and srv's settings (nil for none) for its chat server.
+func startNodeWith(t *testing.T, url string, cfg Config, srv *chat.Server) *node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testWait)
 	defer cancel()
-	dir, err := Open(ctx, url, Config{
-		Node:      name,
-		DeadAfter: testDeadAfter,
-		Heartbeat: testHeartbeat,
-		Timeout:   5 * time.Second,
-	})
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter, cfg.Heartbeat = testDeadAfter, testHeartbeat
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	name := cfg.Node
+	dir, err := Open(ctx, url, cfg)
 	if err != nil {
 		t.Fatalf("node %s: %v", name, err)
 	}
 	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{})}
-	n.srv = &chat.Server{
-		Directory: dir,
-		OnLogout: func(_ net.Conn, name string, _ error) {
-			n.mu.Lock()
-			if ch := n.logouts[name]; ch != nil {
-				close(ch)
-				delete(n.logouts, name)
-			}
-			n.mu.Unlock()
-		},
+	if srv == nil {
+		srv = &chat.Server{}
+	}
+	n.srv = srv
+	n.srv.Directory = dir
+	n.srv.OnLogout = func(_ net.Conn, name string, _ error) {
+		n.mu.Lock()
+		if ch := n.logouts[name]; ch != nil {
+			close(ch)
+			delete(n.logouts, name)
+		}
+		n.mu.Unlock()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -231,10 +241,11 @@ type proxy struct {
 	target string
 	addr   string
 
-	mu    sync.Mutex
-	l     net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	l      net.Listener
+	conns  map[net.Conn]struct{}
+	paused chan struct{} // while not nil, nothing is forwarded; closed by resume
+	wg     sync.WaitGroup
 }
 
 func startProxy(t *testing.T, target string) *proxy {
@@ -277,15 +288,55 @@ func (p *proxy) listen(addr string) {
 	}()
 }
 
+// pipe forwards src to dst, holding what it reads while the proxy is
+// paused.
 func (p *proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.paused
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pause stops forwarding, keeping the connections open: the node behind
+// the proxy neither hears nor is heard, as if frozen.
+func (p *proxy) pause() {
+	p.mu.Lock()
+	if p.paused == nil {
+		p.paused = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// resume forwards again, what was held first.
+func (p *proxy) resume() {
+	p.mu.Lock()
+	if p.paused != nil {
+		close(p.paused)
+		p.paused = nil
+	}
+	p.mu.Unlock()
 }
 
 // cut closes the proxy and every connection through it.
 func (p *proxy) cut() {
+	p.resume()
 	p.mu.Lock()
 	if p.l != nil {
 		p.l.Close()

@@ -54,6 +54,7 @@ func (d *Directory) maintain() {
 		d.heartbeat()
 		d.reapDead()
 		d.reconcile()
+		d.forgetOutcomes()
 	}
 }
 
@@ -274,19 +275,7 @@ func (d *Directory) reapDead() {
 			silent[e.node] = now.Sub(last)
 		}
 	}
-	for node, s := range d.seen {
-		last := s.at
-		if last.Before(d.onlineSince) {
-			last = d.onlineSince
-		}
-		if node != d.cfg.Node && now.Sub(last) > d.cfg.DeadAfter {
-			silent[node] = now.Sub(last)
-		}
-	}
 	d.mu.RUnlock()
-	for node := range silent {
-		d.failSent(node) // those it could no longer queue
-	}
 	for node, names := range dead {
 		freed := 0
 		for _, n := range names {

@@ -1,0 +1,451 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seedchat/chat"
+)
+
+// rawConn speaks frames to a node, so that a test can send many requests
+// before reading any reply.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	fr *chat.FrameReader
+}
+
+func dialRaw(t *testing.T, n *node) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{t: t, c: c, fr: chat.NewFrameReader(c, 0)}
+}
+
+func (r *rawConn) send(frames ...[]byte) {
+	r.t.Helper()
+	r.c.SetWriteDeadline(time.Now().Add(testWait))
+	if _, err := r.c.Write(slices.Concat(frames...)); err != nil {
+		r.t.Fatalf("sending: %v", err)
+	}
+}
+
+// reply reads the next frame, described as "Success", "Failure",
+// "LIST a b" or "SENDTO from: text".
+func (r *rawConn) reply() string {
+	r.t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(testWait))
+	f, err := r.fr.Next()
+	if err != nil {
+		r.t.Fatalf("reading: %v", err)
+	}
+	switch f.Type {
+	case chat.TypeResponse:
+		return f.Result.String()
+	case chat.TypeNames:
+		desc := "LIST"
+		for name, rest, ok := chat.NextName(f.Names); ok; name, rest, ok = chat.NextName(rest) {
+			desc += " " + string(name)
+		}
+		return desc
+	case chat.TypeMessage:
+		return fmt.Sprintf("SENDTO %s: %s", f.Name, f.Text)
+	}
+	return f.Type.String()
+}
+
+// TestPipelinedAcrossNodes sends, in one write, requests to recipients on
+// other nodes mixed with local messages, list, login and logout: every
+// reply comes back in the order of the requests, each the right one.
+func TestPipelinedAcrossNodes(t *testing.T) {
+	_, n := cluster3(t)
+	bob := login(t, n[1], "bob")
+	amy := login(t, n[0], "amy")
+	carol := login(t, n[2], "carol")
+	r := dialRaw(t, n[0])
+	steps := []struct {
+		frame []byte
+		want  string
+	}{
+		{chat.AppendLogin(nil, "alice"), "Success"},
+		{chat.AppendSendTo(nil, "bob", "1"), "Success"},
+		{chat.AppendSendTo(nil, "amy", "2"), "Success"},
+		{chat.AppendList(nil), "LIST alice amy bob carol"},
+		{chat.AppendSendTo(nil, "carol", "3"), "Success"},
+		{chat.AppendSendTo(nil, "nobody", "4"), "Failure"},
+		{chat.AppendSendTo(nil, "bob", "5"), "Success"},
+		{chat.AppendLogout(nil), "Success"},
+		{chat.AppendSendTo(nil, "bob", "6"), "Failure"}, // not logged in
+		{chat.AppendLogin(nil, "alice2"), "Success"},
+		{chat.AppendSendTo(nil, "carol", "7"), "Success"},
+		{chat.AppendSendTo(nil, "bob", "8"), "Success"},
+		{chat.AppendList(nil), "LIST alice2 amy bob carol"},
+	}
+	var frames [][]byte
+	for _, s := range steps {
+		frames = append(frames, s.frame)
+	}
+	r.send(frames...)
+	for i, s := range steps {
+		if got := r.reply(); got != s.want {
+			t.Fatalf("reply %d: %s, want %s", i+1, got, s.want)
+		}
+	}
+	for _, w := range []struct {
+		u    *user
+		want []chat.Message
+	}{
+		{bob, []chat.Message{{From: "alice", Text: "1"}, {From: "alice", Text: "5"}, {From: "alice2", Text: "8"}}},
+		{amy, []chat.Message{{From: "alice", Text: "2"}}},
+		{carol, []chat.Message{{From: "alice", Text: "3"}, {From: "alice2", Text: "7"}}},
+	} {
+		for _, m := range w.want {
+			if got := w.u.receive(); got != m {
+				t.Errorf("%s got %+v, want %+v", w.u.name, got, m)
+			}
+		}
+	}
+}
+
+// TestManySendersAcrossNodes has senders on every node pipeline messages
+// to recipients on every node: each message is answered Success, arrives
+// exactly once, and each sender's messages to each recipient arrive in
+// order.
+func TestManySendersAcrossNodes(t *testing.T) {
+	_, n := cluster3(t)
+	const senders, recipients, each, burst = 9, 6, 150, 50
+	var rcpts []*user
+	for i := range recipients {
+		rcpts = append(rcpts, login(t, n[i%3], fmt.Sprintf("r%d", i)))
+	}
+	var wg sync.WaitGroup
+	for i := range senders {
+		r := dialRaw(t, n[i%3])
+		name := fmt.Sprintf("s%d", i)
+		r.send(chat.AppendLogin(nil, name))
+		if got := r.reply(); got != "Success" {
+			t.Fatalf("login %s: %s", name, got)
+		}
+		wg.Go(func() {
+			for j := 0; j < each; j += burst {
+				var frames [][]byte
+				for k := j; k < j+burst; k++ {
+					for _, u := range rcpts {
+						frames = append(frames, chat.AppendSendTo(nil, u.name, fmt.Sprint(k)))
+					}
+				}
+				r.send(frames...)
+				for range frames {
+					if got := r.reply(); got != "Success" {
+						t.Errorf("%s: %s", name, got)
+						return
+					}
+				}
+			}
+		})
+	}
+	for _, u := range rcpts {
+		next := make(map[string]int)
+		for range senders * each {
+			m := u.receive()
+			if m.Text != fmt.Sprint(next[m.From]) {
+				t.Fatalf("%s from %s: %q, want %d", u.name, m.From, m.Text, next[m.From])
+			}
+			next[m.From]++
+		}
+	}
+	wg.Wait()
+	for _, u := range rcpts {
+		select {
+		case m := <-u.msgs:
+			t.Errorf("%s got one more: %+v", u.name, m)
+		default:
+		}
+	}
+}
+
+// TestFaultsMidBatch keeps senders on one node pipelining numbered messages
+// to recipients on the two others while a fault strikes: a recipient node
+// killed, or NATS restarted. Then a checker compares what each sender was
+// told with what each recipient got: no Failure'd message arrives, every
+// Success'd one arrives exactly once unless its recipient's connection died,
+// and each sender's messages to each recipient arrive in order.
+func TestFaultsMidBatch(t *testing.T) {
+	for _, fault := range []string{"node killed", "NATS restarted"} {
+		t.Run(strings.ReplaceAll(fault, " ", "_"), func(t *testing.T) {
+			ns := startNATS(t)
+			cfg := func(name string) Config { return Config{Node: name, Timeout: 500 * time.Millisecond} }
+			n := []*node{startNodeWith(t, ns.url(), cfg("n1"), nil), startNodeWith(t, ns.url(), cfg("n2"), nil), startNodeWith(t, ns.url(), cfg("n3"), nil)}
+			var rcpts []*user
+			for i := range 4 {
+				rcpts = append(rcpts, login(t, n[1+i%2], fmt.Sprintf("r%d", i)))
+			}
+			const senders, burst = 3, 40
+			h := newHistory()
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var sent sync.WaitGroup // each sender's first burst answered
+			sent.Add(senders)
+			var conns []*rawConn
+			for i := range senders {
+				name := fmt.Sprintf("s%d", i)
+				r := dialRaw(t, n[0])
+				conns = append(conns, r)
+				r.send(chat.AppendLogin(nil, name))
+				if got := r.reply(); got != "Success" {
+					t.Fatalf("login %s: %s", name, got)
+				}
+				wg.Go(func() {
+					for seq, first := 0, true; ; first = false {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						var frames [][]byte
+						var msgs []histMsg
+						for range burst {
+							m := histMsg{from: name, to: rcpts[seq%len(rcpts)].name, seq: seq}
+							frames = append(frames, chat.AppendSendTo(nil, m.to, strconv.Itoa(m.seq)))
+							msgs = append(msgs, m)
+							seq++
+						}
+						r.send(frames...)
+						for _, m := range msgs {
+							h.told(m, r.reply())
+						}
+						if first {
+							sent.Done()
+						}
+					}
+				})
+			}
+			sent.Wait()
+			var dead []*user // recipients whose connections the fault ends
+			switch fault {
+			case "node killed":
+				n[2].kill()
+				dead = []*user{rcpts[1], rcpts[3]}
+			case "NATS restarted":
+				ns.stop()
+				eventually(t, "n1 to go offline", func() bool { return !n[0].dir.Online() })
+				ns.start()
+			}
+			eventually(t, "n1 to be back online", func() bool { return n[0].dir.Online() })
+			// Traffic goes on after the fault until messages are told
+			// Success again, then stops.
+			mark := h.count()
+			eventually(t, "Successes after the fault", func() bool { return h.successesSince(mark) > 5*burst })
+			close(stop)
+			wg.Wait()
+
+			// Each sender ends with a marker to every recipient still there:
+			// what it sent before arrives before the marker.
+			for i, r := range conns {
+				for _, u := range rcpts {
+					if slices.Contains(dead, u) {
+						continue
+					}
+					eventually(t, fmt.Sprintf("s%d's marker to %s", i, u.name), func() bool {
+						r.send(chat.AppendSendTo(nil, u.name, "end"))
+						return r.reply() == "Success"
+					})
+				}
+			}
+			for _, u := range rcpts {
+				h.collect(t, u, senders, slices.Contains(dead, u))
+			}
+			h.check(t)
+		})
+	}
+}
+
+// histMsg is one message of a test's history.
+type histMsg struct {
+	from, to string
+	seq      int
+}
+
+// history records what senders were told, and what recipients got.
+type history struct {
+	mu      sync.Mutex
+	order   []histMsg           // messages answered, in the order answered
+	outcome map[histMsg]string  // Success or Failure
+	got     map[histMsg]int     // times received
+	seqs    map[[2]string][]int // per sender and recipient, the seqs received in order
+	dead    map[string]bool     // recipients whose connections ended
+}
+
+func newHistory() *history {
+	return &history{outcome: make(map[histMsg]string), got: make(map[histMsg]int), seqs: make(map[[2]string][]int), dead: make(map[string]bool)}
+}
+
+func (h *history) told(m histMsg, reply string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.order = append(h.order, m)
+	h.outcome[m] = reply
+}
+
+func (h *history) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.order)
+}
+
+// successesSince counts the messages told Success after the first mark.
+func (h *history) successesSince(mark int) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, m := range h.order[mark:] {
+		if h.outcome[m] == "Success" {
+			n++
+		}
+	}
+	return n
+}
+
+// collect reads what u received: up to every sender's end marker, or, if
+// u's connection was ended by the fault, whatever came before.
+func (h *history) collect(t *testing.T, u *user, senders int, dead bool) {
+	t.Helper()
+	record := func(m chat.Message) {
+		seq, err := strconv.Atoi(m.Text)
+		if err != nil {
+			t.Errorf("%s got %+v", u.name, m)
+			return
+		}
+		k := histMsg{from: m.From, to: u.name, seq: seq}
+		h.mu.Lock()
+		h.got[k]++
+		h.seqs[[2]string{m.From, u.name}] = append(h.seqs[[2]string{m.From, u.name}], seq)
+		h.mu.Unlock()
+	}
+	if dead {
+		h.dead[u.name] = true
+		<-u.Done()
+		for {
+			select {
+			case m := <-u.msgs:
+				record(m)
+			default:
+				return
+			}
+		}
+	}
+	for ends := 0; ends < senders; {
+		m := u.receive()
+		if m.Text == "end" {
+			ends++
+			continue
+		}
+		record(m)
+	}
+}
+
+// check verifies the history, and logs its counts.
+func (h *history) check(t *testing.T) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ok, failed, lostWithConn, violations int
+	for m, outcome := range h.outcome {
+		got := h.got[m]
+		switch {
+		case got > 1:
+			violations++
+			t.Errorf("%+v received %d times", m, got)
+		case outcome == "Failure" && got > 0:
+			violations++
+			t.Errorf("%+v told Failure, yet received", m)
+		case outcome == "Success" && got == 0 && !h.dead[m.to]:
+			violations++
+			t.Errorf("%+v told Success, never received", m)
+		case outcome == "Success" && got == 0:
+			lostWithConn++
+		}
+		switch outcome {
+		case "Success":
+			ok++
+		case "Failure":
+			failed++
+		default:
+			violations++
+			t.Errorf("%+v answered %s", m, outcome)
+		}
+	}
+	for m, got := range h.got {
+		if _, told := h.outcome[m]; !told && got > 0 {
+			violations++
+			t.Errorf("%+v received, never sent", m)
+		}
+	}
+	for pair, seqs := range h.seqs {
+		if !slices.IsSorted(seqs) {
+			violations++
+			t.Errorf("%s to %s: out of order: %v", pair[0], pair[1], seqs)
+		}
+	}
+	t.Logf("history: %d messages, %d Success, %d Failure, %d Success lost with the recipient's connection, %d violations",
+		len(h.outcome), ok, failed, lostWithConn, violations)
+}
+
+// TestStalledNode: a recipient node that stops answering (its NATS traffic
+// frozen) holds a sender's connection at its MaxPending bound, no further:
+// the sender's reader stops. Once the node is taken for dead, every waiting
+// sendto is answered Failure, and nothing told Failure is delivered when the
+// node wakes up.
+func TestStalledNode(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.url()[len("nats://"):])
+	const maxPending = 8
+	cfg := func(name string) Config { return Config{Node: name, Timeout: 200 * time.Millisecond} }
+	n1 := startNodeWith(t, ns.url(), cfg("n1"), &chat.Server{MaxPending: maxPending})
+	n2 := startNodeWith(t, p.url(), cfg("n2"), nil)
+	bob := login(t, n2, "bob")
+	r := dialRaw(t, n1)
+	r.send(chat.AppendLogin(nil, "alice"))
+	if got := r.reply(); got != "Success" {
+		t.Fatalf("login: %s", got)
+	}
+
+	p.pause()
+	const total = 3 * maxPending
+	var frames [][]byte
+	for i := range total {
+		frames = append(frames, chat.AppendSendTo(nil, "bob", strconv.Itoa(i)))
+	}
+	r.send(frames...)
+	eventually(t, "MaxPending messages to wait for n2", func() bool { return n1.dir.waiting() == maxPending })
+	if got := n1.srv.Stats().FramesIn["sendto"]; got != maxPending {
+		t.Errorf("sendto requests read: %d, want MaxPending = %d", got, maxPending)
+	}
+	for i := range total {
+		if got := r.reply(); got != "Failure" {
+			t.Fatalf("reply %d: %s, want Failure", i, got)
+		}
+	}
+	if got := n1.dir.waiting(); got != 0 {
+		t.Errorf("%d messages still wait", got)
+	}
+	p.resume()
+	// bob is told nothing of what alice was told failed: a message sent
+	// once n2 is back is the first bob gets.
+	eventually(t, "bob to be reachable again", func() bool {
+		r.send(chat.AppendSendTo(nil, "bob", "after"))
+		return r.reply() == "Success"
+	})
+	if m := bob.receive(); m.Text != "after" {
+		t.Errorf("bob got %+v, want the message sent after the stall", m)
+	}
+}

@@ -1,0 +1,291 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/seedchat/chat"
+)
+
+// When a batch's answer does not come within Timeout (it was lost with a
+// NATS connection, say, or the destination is slow), the sender asks the
+// destination what became of it, and goes on asking, every Timeout, until it
+// knows. The question fences: a batch the destination has not accepted by
+// the time it answers is refused if it arrives later. So the sender settles
+// every receipt with the truth, whatever NATS lost, and never by guessing.
+//
+// The destination remembers the answers of the batches it accepted for
+// 2*DeadAfter. The sender stops asking only when the destination is taken
+// for dead and the batch is more than 2*Timeout old (past its deadline, see
+// batch.go): then it settles the batch as failed. A message that a node
+// queued just before it died, and that reached its recipient before the
+// connection dropped with it, is the one case told Failure and delivered.
+//
+// # Layout
+//
+// A question, a NATS request on PREFIX.status.NODE:
+//
+//	version     1 byte, batchVersion
+//	sender      1 byte length, then the sending node's name
+//	instance    8 bytes, the sending process's id
+//	seqs        until the end, 8 bytes each: the batches asked about
+//
+// The answer holds, for each batch asked about and in the same order, one
+// byte: statusAnswered, followed by 4 bytes of length and the batch's answer
+// (batch.go); statusRefused, for a batch never accepted, and now never to
+// be; or statusPending, for a batch being handled at that moment.
+const (
+	statusAnswered byte = iota
+	statusRefused
+	statusPending
+)
+
+// received is what a node keeps of the batches from one sending process.
+type received struct {
+	seq      uint64              // the highest sequence number accepted, or fenced by a question
+	outcomes map[uint64]*outcome // the batches accepted recently, by sequence number
+	used     time.Time
+}
+
+// outcome is the answer to a batch accepted, once it is known.
+type outcome struct {
+	answers []byte
+	done    bool
+	at      time.Time
+}
+
+// from returns what the node keeps of the sending process instance. d.recvMu
+// is held.
+func (d *Directory) from(instance uint64, now time.Time) *received {
+	st := d.received[instance]
+	if st == nil {
+		st = &received{outcomes: make(map[uint64]*outcome)}
+		d.received[instance] = st
+	}
+	st.used = now
+	return st
+}
+
+// accept records the start of batch seq from instance, and returns its
+// outcome to fill in, or nil if the batch is refused: a later one has been
+// accepted, or a question fenced it.
+func (d *Directory) accept(instance, seq uint64) *outcome {
+	now := time.Now()
+	d.recvMu.Lock()
+	defer d.recvMu.Unlock()
+	st := d.from(instance, now)
+	if seq <= st.seq {
+		return nil
+	}
+	st.seq = seq
+	oc := &outcome{at: now}
+	st.outcomes[seq] = oc
+	return oc
+}
+
+// answered records the answers of an accepted batch.
+func (d *Directory) answered(oc *outcome, answers []byte) {
+	d.recvMu.Lock()
+	oc.answers, oc.done = answers, true
+	d.recvMu.Unlock()
+}
+
+// forgetOutcomes drops the outcomes older than 2*DeadAfter, and the senders
+// not heard from since. Called by the maintaining goroutine.
+func (d *Directory) forgetOutcomes() {
+	cutoff := time.Now().Add(-2 * d.cfg.DeadAfter)
+	d.recvMu.Lock()
+	defer d.recvMu.Unlock()
+	for instance, st := range d.received {
+		for seq, oc := range st.outcomes {
+			if oc.done && oc.at.Before(cutoff) {
+				delete(st.outcomes, seq)
+			}
+		}
+		if len(st.outcomes) == 0 && st.used.Before(cutoff) {
+			delete(d.received, instance)
+		}
+	}
+}
+
+// handleStatus answers a question about batches this node was sent.
+func (d *Directory) handleStatus(m *nats.Msg) {
+	sender, instance, rest, err := parseSender(m.Data)
+	if err != nil || len(rest)%8 != 0 {
+		d.log.Warn("malformed status question", zap.String("subject", m.Subject))
+		return
+	}
+	var out []byte
+	d.recvMu.Lock()
+	st := d.from(instance, time.Now())
+	for ; len(rest) > 0; rest = rest[8:] {
+		seq := binary.BigEndian.Uint64(rest)
+		oc := st.outcomes[seq]
+		switch {
+		case oc != nil && oc.done:
+			out = append(out, statusAnswered)
+			out = binary.BigEndian.AppendUint32(out, uint32(len(oc.answers)))
+			out = append(out, oc.answers...)
+		case oc != nil:
+			out = append(out, statusPending)
+		default:
+			// Never accepted; from now on never will be.
+			st.seq = max(st.seq, seq)
+			out = append(out, statusRefused)
+		}
+	}
+	d.recvMu.Unlock()
+	d.log.Debug("status asked", zap.String("from", sender), zap.Int("bytes", len(out)))
+	m.Respond(out)
+}
+
+// expire is a batch's timer: its answer is late, so its link's asker is to
+// ask about it.
+func (d *Directory) expire(b *batch) {
+	d.sentMu.Lock()
+	defer d.sentMu.Unlock()
+	l := b.link
+	if d.sent[b.seq] != b || l.asking {
+		return
+	}
+	select {
+	case <-d.done:
+		return // failAll settles it
+	default:
+	}
+	l.asking = true
+	d.askers.Add(1)
+	go d.ask(l)
+}
+
+// ask is the goroutine that asks l's node about the batches whose answers
+// are late, until none is.
+func (d *Directory) ask(l *link) {
+	defer d.askers.Done()
+	for {
+		late := d.lateBatches(l)
+		if len(late) == 0 {
+			return
+		}
+		if d.nodeDead(l.node) {
+			d.failDead(l, late)
+		}
+		// Nobody answering (NATS's "no responders") is no proof that the
+		// node is gone: after NATS restarts, its subscriptions may come
+		// back after this node's. Only its silence is (nodeDead).
+		answers, err := d.askStatus(l, late)
+		switch {
+		case err == nil:
+			pending := false
+			for i, a := range answers {
+				switch a.kind {
+				case statusAnswered:
+					d.settle(late[i], a.answers, nil)
+				case statusRefused:
+					d.settle(late[i], nil, errRefused(l.node))
+				default:
+					pending = true
+				}
+			}
+			if !pending {
+				continue
+			}
+		default:
+			d.log.Debug("asking about late batches", zap.String("to", l.node), zap.Error(err))
+		}
+		select {
+		case <-d.done:
+			return // failAll settles the rest
+		case <-time.After(d.cfg.Timeout / 4):
+		}
+	}
+}
+
+func errRefused(node string) error {
+	return fmt.Errorf("%w: node %s: the message came too late to be queued", chat.ErrUnavailable, node)
+}
+
+// lateBatches returns the sequence numbers of l's batches unanswered for
+// Timeout, in order; if there are none, it marks l's asker as ended.
+func (d *Directory) lateBatches(l *link) []uint64 {
+	cutoff := time.Now().Add(-d.cfg.Timeout)
+	d.sentMu.Lock()
+	defer d.sentMu.Unlock()
+	var late []uint64
+	for seq, b := range d.sent {
+		if b.link == l && !b.sentAt.After(cutoff) {
+			late = append(late, seq)
+		}
+	}
+	if len(late) == 0 {
+		l.asking = false
+	}
+	slices.Sort(late)
+	return late
+}
+
+// failDead settles as failed the batches to a node taken for dead that were
+// sent more than 2*Timeout ago: past their deadline by any clock within
+// Timeout of this one, they are refused if they arrive now.
+func (d *Directory) failDead(l *link, late []uint64) {
+	cutoff := time.Now().Add(-2 * d.cfg.Timeout)
+	for _, seq := range late {
+		d.sentMu.Lock()
+		b := d.sent[seq]
+		d.sentMu.Unlock()
+		if b != nil && b.sentAt.Before(cutoff) {
+			d.settle(seq, nil, fmt.Errorf("%w: node %s taken for dead", chat.ErrUnavailable, l.node))
+		}
+	}
+}
+
+// nodeDead reports whether node has not been heard from for DeadAfter.
+func (d *Directory) nodeDead(node string) bool {
+	d.mu.RLock()
+	last := d.seen[node].at
+	if last.Before(d.onlineSince) {
+		last = d.onlineSince
+	}
+	d.mu.RUnlock()
+	return time.Since(last) > d.cfg.DeadAfter
+}
+
+// statusAnswer is the answer about one batch.
+type statusAnswer struct {
+	kind    byte
+	answers []byte
+}
+
+// askStatus asks l's node about the batches seqs.
+func (d *Directory) askStatus(l *link, seqs []uint64) ([]statusAnswer, error) {
+	q := appendSender(make([]byte, 0, d.headerSize+8*len(seqs)), d.cfg.Node, d.instanceID)
+	for _, seq := range seqs {
+		q = binary.BigEndian.AppendUint64(q, seq)
+	}
+	m, err := d.nc.Request(d.cfg.Prefix+".status."+l.node, q, d.cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]statusAnswer, 0, len(seqs))
+	for b := m.Data; len(out) < len(seqs); {
+		if len(b) == 0 {
+			return nil, errBadBatch
+		}
+		a := statusAnswer{kind: b[0]}
+		b = b[1:]
+		if a.kind == statusAnswered {
+			if len(b) < 4 || uint64(len(b)-4) < uint64(binary.BigEndian.Uint32(b)) {
+				return nil, errBadBatch
+			}
+			n := binary.BigEndian.Uint32(b)
+			a.answers, b = b[4:4+n], b[4+n:]
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
