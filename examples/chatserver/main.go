@@ -28,6 +28,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seedchat/chat"
 	"github.com/seedchat/chat/chatprom"
@@ -287,7 +288,12 @@ func pprofHandler() http.Handler {
 
 func metricsHandler(srv *chat.Server) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(chatprom.NewCollector(srv))
+	reg.MustRegister(
+		chatprom.NewCollector(srv),
+		chatprom.NewBuildInfoCollector(),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
