@@ -87,11 +87,11 @@ func parseFlags(args []string) (*config, error) {
 
 // usageHead is the start of the -h output, before the flags.
 const usageHead = `usage: chatclient [flags] [HOST [PORT]]
+chatclient is the command-line chat client.
 
-chatclient is the command-line client of the chat: it connects to the
-server at HOST (default 127.0.0.1), PORT (default 9000), then carries out
-the commands it reads, one a line, and prints the replies and the
-messages that arrive.
+It connects to the chat server at HOST (default 127.0.0.1) and PORT
+(default 9000), then carries out the commands it reads, one a line, and
+prints the replies and the messages that arrive.
 
 Commands (a line with an error prints it and sends nothing):
   login NAME        log in as NAME: 1 to 20 characters, no white space,

@@ -73,6 +73,19 @@ type config struct {
 	deadAfter       time.Duration
 }
 
+// usageHead is the start of the -h output, before the flags.
+const usageHead = `usage: chatserver [flags]
+chatserver runs a chat server, relaying messages between its clients.
+
+It serves plain TCP on 127.0.0.1:9000 unless told otherwise, and logs to
+standard error. With -nats it joins a cluster of chat servers: users
+connected to any of them chat as on one server. SIGINT or SIGTERM shut
+it down gracefully: the replies owed are sent, the connections closed,
+and it exits with status 0.
+
+Flags:
+`
+
 func parseFlags(args []string) (*config, error) {
 	var c config
 	fs := flag.NewFlagSet("chatserver", flag.ContinueOnError)
@@ -99,6 +112,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.natsCreds, "nats-creds", "", "authenticate to NATS with the credentials in `FILE`")
 	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
 	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node not heard from for this long")
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
