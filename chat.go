@@ -8,13 +8,19 @@
 // Every request gets exactly one reply, in the order the requests were sent.
 // The wire format is documented byte by byte in PROTOCOL.md.
 //
-// A server and a client in one program:
+// A server and a client in one program (README.md and ExampleServer have
+// complete programs):
 //
+//	l, err := net.Listen("tcp", "127.0.0.1:0") // listen first, then serve
+//	if err != nil {
+//		log.Fatal(err)
+//	}
 //	srv := &chat.Server{}
-//	go srv.ListenAndServe("127.0.0.1:9000")
-//	defer srv.Close()
+//	go srv.Serve(l)
+//	defer srv.Shutdown(context.Background())
 //
-//	c, err := chat.Dial(ctx, "127.0.0.1:9000", chat.OnMessage(func(m chat.Message) {
+//	ctx := context.Background()
+//	c, err := chat.Dial(ctx, l.Addr().String(), chat.OnMessage(func(m chat.Message) {
 //		fmt.Printf("%s: %s\n", m.From, m.Text)
 //	}))
 //	if err != nil {
@@ -24,8 +30,14 @@
 //	if err := c.Login(ctx, "alice"); err != nil {
 //		log.Fatal(err) // errors.Is(err, chat.ErrFailure) if the name is taken
 //	}
-//	names, _ := c.List(ctx)             // ["alice"]
-//	err = c.SendTo(ctx, "alice", "hi")  // alice receives "hi" from alice
+//	names, err := c.List(ctx)
+//	fmt.Println(names, err) // [alice] <nil>
+//	err = c.SendTo(ctx, "alice", "hi")
+//	fmt.Println(err) // <nil>; soon the handler prints "alice: hi"
+//
+// Dialling right after net.Listen has returned succeeds: the connection
+// waits in the listener's backlog until Serve accepts it. Dialling after
+// "go srv.ListenAndServe(addr)" instead races the listening.
 //
 // # Limits
 //

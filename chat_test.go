@@ -1,6 +1,6 @@
 package chat
 
-// The command rules of SPEC.md, table-driven. The server rules, with Server
+// The command rules of docs/USAGE.md, table-driven. The server rules, with Server
 // and Client joined by net.Pipe and over loopback TCP, are in server_test.go
 // and client_test.go (each test runs over both); attacks in hostile_test.go
 // and limits_test.go; nothing-lost in stress_test.go.
@@ -25,7 +25,7 @@ func TestParseCommand(t *testing.T) {
 		want Command
 		err  error
 	}{
-		// The examples of SPEC.md.
+		// The examples of docs/USAGE.md.
 		{"login John", Command{Kind: CommandLogin, Name: "John"}, nil},
 		{"list", Command{Kind: CommandList}, nil},
 		{"sendto John Hello, how are you?", Command{Kind: CommandSendTo, Name: "John", Text: "Hello, how are you?"}, nil},
@@ -143,7 +143,7 @@ func TestParseCommand(t *testing.T) {
 		}
 		// An error is always one of the three the client prints.
 		if err != nil && err.Error() != "Bad username" && err.Error() != "Invalid command" && err.Error() != "Bad message" {
-			t.Errorf("ParseCommand(%.40q): error %q is not one of SPEC.md", tt.line, err)
+			t.Errorf("ParseCommand(%.40q): error %q is not one the client prints", tt.line, err)
 		}
 	}
 }
@@ -169,7 +169,7 @@ func TestCommandKindString(t *testing.T) {
 
 func TestErrorStrings(t *testing.T) {
 	t.Parallel()
-	// The client prints these exactly (SPEC.md).
+	// The client prints these exactly (docs/USAGE.md).
 	for err, want := range map[error]string{
 		ErrBadUsername:    "Bad username",
 		ErrInvalidCommand: "Invalid command",

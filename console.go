@@ -74,8 +74,8 @@ func (l *plainLineReader) Close() error {
 }
 
 // Console is the loop of the command-line client: it reads a line, parses
-// it, asks the Client and prints the outcome, exactly as SPEC.md spells
-// it, and prints the messages that arrive meanwhile. It is meant to be
+// it, asks the Client and prints the outcome, in the words docs/USAGE.md
+// gives, and prints the messages that arrive meanwhile. It is meant to be
 // shared by front ends: examples/chatclient runs it with a readline prompt
 // at a terminal and with plain line reading from a pipe.
 //

@@ -19,20 +19,61 @@ var (
 	ErrUnavailable = errors.New("chat: directory unavailable")
 )
 
-// Peer is the delivery end of one logged-in connection, as the server hands
-// it to the Directory.
+// Peer is the delivery end of one logged-in user, as a Directory hands it to
+// the Server: one of the server's own connections, or a user on another
+// server.
 type Peer interface {
-	// Deliver queues a message with text from the user from. It returns
-	// nil once the message is queued, ErrQueueFull if the recipient's queue
-	// has no room, ErrPeerGone if the connection is closing, or another
-	// error (wrapping ErrUnavailable, say) if it cannot tell. Deliver must
-	// not retain text after it returns.
-	//
-	// The server's own peers never block on the network. A Directory's
-	// peers for users on other servers may wait for the other server's
-	// answer; the sending connection waits with them, which is what keeps
-	// its messages in order.
-	Deliver(from string, text []byte) error
+	// Deliver hands over a message with text from the user from, and does
+	// not retain text once it returns. It returns
+	//   - nil if the message is queued for the user (the sender is told
+	//     Success);
+	//   - ErrQueueFull, ErrPeerGone or another error (wrapping
+	//     ErrUnavailable, say) if it is not queued and never will be
+	//     (Failure);
+	//   - ErrPending if the outcome is not known yet: the user is on
+	//     another server, which must be asked. The Peer then calls r.Done
+	//     exactly once, from any goroutine and possibly before Deliver has
+	//     returned, with one of the outcomes above.
+	// Deliver never waits on the network: what it queues may wait for
+	// Flush.
+	Deliver(from string, text []byte, r Receipt) error
+
+	// Flush sends on what Deliver has queued. The Server calls it when the
+	// connection that called Deliver has handled every request it has read
+	// and is about to wait for more, so that a burst of messages travels
+	// together; a Peer may also send on sooner (at a size bound, say).
+	// Flush does not wait on the network either.
+	Flush()
+}
+
+// ErrPending is returned by Peer.Deliver for a message whose outcome the
+// Peer reports later, through the Receipt it was given.
+var ErrPending = errors.New("chat: delivery pending")
+
+// A Receipt settles a delivery that a Peer answered ErrPending: the reply
+// to the sender's request waits for it, and so do the replies to the
+// requests after it. The zero Receipt settles nothing; it is what a
+// Directory passes when it delivers on another server's behalf.
+type Receipt struct {
+	c *conn
+	n uint64 // the ordinal of the reply it settles
+	f func(error)
+}
+
+// ReceiptFunc returns a Receipt whose Done calls f: for a Directory that
+// delivers on its own account, or tests its Peers.
+func ReceiptFunc(f func(err error)) Receipt { return Receipt{f: f} }
+
+// Done reports the outcome of the delivery: nil if the message was queued
+// for its recipient, or why not. For the Server's receipts, only the first
+// call counts.
+func (r Receipt) Done(err error) {
+	switch {
+	case r.c != nil:
+		r.c.settle(r.n, err)
+	case r.f != nil:
+		r.f(err)
+	}
 }
 
 // Evicter is implemented by the Peers the Server hands to a Directory. A
@@ -49,6 +90,11 @@ type Evicter interface {
 // Server uses MemoryDirectory unless its Directory field names another
 // implementation (one spanning several servers, say). Its methods are called
 // from many connections at once and must be safe for concurrent use.
+//
+// Login, Logout and Names may wait on the network (a Directory spanning
+// several servers asks the others); the Server writes what the connection
+// owes before it calls them. Lookup must not wait long: it is on the path of
+// every message.
 type Directory interface {
 	// Login records that name is logged in at p. It returns ErrNameTaken,
 	// and changes nothing, if name is already logged in anywhere, and

@@ -30,7 +30,8 @@ var (
 // matters.
 type dirPeer struct{ id int }
 
-func (*dirPeer) Deliver(string, []byte) error { return nil }
+func (*dirPeer) Deliver(string, []byte, Receipt) error { return nil }
+func (*dirPeer) Flush()                                {}
 
 func TestMemoryDirectory(t *testing.T) {
 	t.Parallel()
@@ -352,24 +353,45 @@ func (d *dirFake) pass(key string) error {
 	}
 }
 
-// dirRemote is a peer on another server: Deliver answers what outcome
-// says for the text, after the gate "deliver TEXT" if one is armed.
+// dirRemote is a peer on another server: Deliver answers ErrPending, and
+// settles with what outcome says for the text, after the gate
+// "deliver TEXT" if one is armed. A text "now" is settled before Deliver
+// returns, as a Peer may.
 type dirRemote struct {
 	d       *dirFake
 	outcome map[string]error
 
-	mu  sync.Mutex
-	got []Message // what Deliver was given
+	mu      sync.Mutex
+	got     []Message // what Deliver was given
+	flushes int
+	wg      sync.WaitGroup
 }
 
-func (r *dirRemote) Deliver(from string, text []byte) error {
+func (r *dirRemote) Deliver(from string, text []byte, rc Receipt) error {
 	r.mu.Lock()
 	r.got = append(r.got, Message{From: from, Text: string(text)})
 	r.mu.Unlock()
-	if err := r.d.pass("deliver " + string(text)); err != nil {
-		return err
+	t := string(text)
+	if t == "now" {
+		rc.Done(r.outcome[t])
+		return ErrPending
 	}
-	return r.outcome[string(text)]
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.d.pass("deliver " + t); err != nil {
+			rc.Done(err)
+			return
+		}
+		rc.Done(r.outcome[t])
+	}()
+	return ErrPending
+}
+
+func (r *dirRemote) Flush() {
+	r.mu.Lock()
+	r.flushes++
+	r.mu.Unlock()
 }
 
 func (r *dirRemote) delivered() []Message {

@@ -30,67 +30,82 @@ var (
 // take at once, and whatever Deliver queues, is written by a writer
 // goroutine, started when needed and ending when the buffer is drained.
 // One writer at most is at work, so frames go out in the order queued.
+//
+// Replies go out in the order of the requests. A reply that waits for
+// another server (a message for a user there, see Receipt) holds back the
+// replies queued after it, in held, until it is settled; messages relayed
+// to the connection are not held back.
 type outbox struct {
-	conn    net.Conn
-	raw     *rawWriter    // writes without blocking; nil if conn cannot
-	limit   int           // bytes queued before relayed messages are refused
-	timeout time.Duration // how long a write may make no progress
+	conn  net.Conn
+	raw   *rawWriter // writes without blocking; nil if conn cannot
+	limit int        // bytes queued before relayed messages are refused
+	// replies waiting for other servers before the reader stops reading
+	maxWaiting int
+	timeout    time.Duration // how long a write may make no progress
 
 	mu      sync.Mutex
-	buf     []byte // encoded frames waiting to be written
-	spare   []byte // the buffer being written, or one to reuse
-	writing bool   // a writer (goroutine or flush) is at work
-	closing bool   // close the connection once the buffer is drained
-	closed  bool   // the connection is closed; nothing more is queued
+	buf     []byte      // encoded frames waiting to be written
+	spare   []byte      // the buffer being written, or one to reuse
+	writing bool        // a writer (goroutine or flush) is at work
+	closing bool        // close the connection once the buffer is drained
+	closed  bool        // the connection is closed; nothing more is queued
+	next    uint64      // the ordinal of the next reply
+	held    []heldReply // replies from ordinal heldAt on, the first unsettled
+	heldAt  uint64
+	heldLen int       // bytes counted against limit for the held replies
+	waiting int       // held replies not settled yet
+	early   *earlyEnd // an outcome that came before its reply was held
 	room    chan struct{}
 	done    chan struct{} // closed when the connection has been closed
 	wg      sync.WaitGroup
 	onFail  func(error) // called once, with mu held, when a write fails
-	stats   *counters   // of the connection: frames and bytes out
+
+	testHookBlocked func()    // called when waitRoom is about to block
+	stats           *counters // of the connection: frames and bytes out
 
 	// lingering: drained at closeWhenDrained's request, and left open for
 	// linger to close; closed is set too.
 	lingering bool
 }
 
+// heldReply is a reply waiting behind an unsettled one, or unsettled itself.
+type heldReply struct {
+	settled bool
+	result  Result
+	list    []byte // an encoded LIST frame, or nil for a RESPONSE
+	size    int    // bytes counted against the limit while held
+}
+
+// earlyEnd is the outcome of a delivery settled before it was held.
+type earlyEnd struct {
+	n      uint64
+	result Result
+}
+
 // Buffers larger than this are not kept for reuse once written, so that an
 // idle connection holds little memory.
 const outboxKeep = 64 << 10
 
-func newOutbox(conn net.Conn, limit int, timeout time.Duration, stats *counters, onFail func(error)) *outbox {
+func newOutbox(conn net.Conn, limit, maxWaiting int, timeout time.Duration, stats *counters, onFail func(error)) *outbox {
 	return &outbox{
-		stats:   stats,
-		conn:    conn,
-		raw:     newRawWriter(conn),
-		limit:   limit,
-		timeout: timeout,
-		room:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		onFail:  onFail,
+		stats:      stats,
+		conn:       conn,
+		raw:        newRawWriter(conn),
+		limit:      limit,
+		maxWaiting: maxWaiting,
+		timeout:    timeout,
+		room:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		onFail:     onFail,
 	}
 }
 
-// Deliver queues a SENDTO frame relaying text from the user from, unless
-// the queue is full or closing, and has it written. It never blocks on the
-// network.
-func (o *outbox) Deliver(from string, text []byte) error {
+// Deliver implements Peer: it queues a SENDTO frame relaying text from the
+// user from, unless the queue is full or closing, to be written by Flush.
+// It settles at once, so it never returns ErrPending.
+func (o *outbox) Deliver(from string, text []byte, _ Receipt) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if err := o.queueLocked(from, text); err != nil {
-		return err
-	}
-	o.startWriter()
-	return nil
-}
-
-// queue is Deliver for a reading goroutine, which calls flush later.
-func (o *outbox) queue(from string, text []byte) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.queueLocked(from, text)
-}
-
-func (o *outbox) queueLocked(from string, text []byte) error {
 	if o.closing || o.closed {
 		return ErrPeerGone
 	}
@@ -103,28 +118,128 @@ func (o *outbox) queueLocked(from string, text []byte) error {
 	return nil
 }
 
-// reply queues a reply, to be written by the next flush. Replies are owed,
-// so they are queued even beyond the limit; the reading side calls waitRoom
-// before reading the next request, which bounds how far.
+// Flush implements Peer: it writes what is queued.
+func (o *outbox) Flush() { o.flush() }
+
+// reply queues a reply, to be written by the next flush, or held behind an
+// unsettled one. Replies are owed, so they are queued even beyond the
+// limit; the reading side calls waitRoom before reading the next request,
+// which bounds how far.
 func (o *outbox) reply(r Result) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return
 	}
-	o.buf = AppendResponse(o.buf, r)
+	o.next++
 	o.stats.framesOut[outResponse].Add(1)
+	if len(o.held) > 0 {
+		o.held = append(o.held, heldReply{settled: true, result: r})
+		o.heldLen += HeaderSize + 1
+		return
+	}
+	o.buf = AppendResponse(o.buf, r)
 }
 
-// replyNames queues a LIST reply, to be written by the next flush.
+// replyNames queues a LIST reply, like reply.
 func (o *outbox) replyNames(names []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return
 	}
-	o.buf = AppendNames(o.buf, names)
+	o.next++
 	o.stats.framesOut[outNames].Add(1)
+	if len(o.held) > 0 {
+		list := AppendNames(nil, names)
+		o.held = append(o.held, heldReply{settled: true, list: list})
+		o.heldLen += len(list)
+		return
+	}
+	o.buf = AppendNames(o.buf, names)
+}
+
+// hold queues the reply with ordinal n, the next, unsettled: it and the
+// replies after it wait until settle is called for n. size is counted
+// against the limit until then. If settle has been called for n already,
+// hold queues its result as an ordinary reply, and reports it.
+func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return ResultFailure, true
+	}
+	o.next++
+	o.stats.framesOut[outResponse].Add(1)
+	if e := o.early; e != nil && e.n == n {
+		o.early = nil
+		if len(o.held) > 0 {
+			o.held = append(o.held, heldReply{settled: true, result: e.result})
+			o.heldLen += HeaderSize + 1
+		} else {
+			o.buf = AppendResponse(o.buf, e.result)
+		}
+		return e.result, true
+	}
+	if len(o.held) == 0 {
+		o.heldAt = n
+	}
+	o.held = append(o.held, heldReply{result: ResultFailure, size: size})
+	o.heldLen += size
+	o.waiting++
+	return 0, false
+}
+
+// settle gives the held reply with ordinal n its result, and queues the
+// replies no longer held back. It is called from any goroutine, and has
+// them written. It reports false if the reply was settled already, or the
+// connection is closed.
+func (o *outbox) settle(n uint64, r Result) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	if n >= o.next { // not held yet: hold finds it
+		o.early = &earlyEnd{n, r}
+		return true
+	}
+	i := n - o.heldAt
+	if n < o.heldAt || i >= uint64(len(o.held)) || o.held[i].settled {
+		return false // settled already
+	}
+	h := &o.held[i]
+	h.settled, h.result = true, r
+	o.heldLen -= h.size - (HeaderSize + 1)
+	o.waiting--
+	o.signalRoom() // below maxWaiting, the reader may go on
+	k := 0
+	for ; k < len(o.held) && o.held[k].settled; k++ {
+		h := &o.held[k]
+		if h.list != nil {
+			o.buf = append(o.buf, h.list...)
+			o.heldLen -= len(h.list)
+		} else {
+			o.buf = AppendResponse(o.buf, h.result)
+			o.heldLen -= HeaderSize + 1
+		}
+		*h = heldReply{}
+	}
+	if k == 0 {
+		return true
+	}
+	o.held = o.held[k:]
+	o.heldAt += uint64(k)
+	if len(o.held) == 0 {
+		o.held = nil
+	}
+	switch {
+	case len(o.buf) > 0:
+		o.startWriter()
+	case o.closing && !o.writing && o.waiting == 0:
+		o.drainedLocked()
+	}
+	return true
 }
 
 // flush writes what is queued, unless a writer is already at work: first
@@ -168,7 +283,7 @@ func (o *outbox) flush() {
 	o.writing = false
 	if len(o.buf) > 0 {
 		o.startWriter()
-	} else if o.closing {
+	} else if o.closing && o.waiting == 0 {
 		o.drainedLocked()
 	}
 	o.mu.Unlock()
@@ -195,13 +310,15 @@ func (o *outbox) signalRoom() {
 	}
 }
 
-// waitRoom blocks while the queue is over its limit, calling flush (which
-// writes what the caller has queued) first. It returns false if the
-// connection closed meanwhile.
+// waitRoom blocks while the queue is over its limit, or maxWaiting replies
+// wait for other servers, calling flush (which writes what the caller has
+// queued, and sends on what it has handed to other servers) first. It
+// returns false if the connection closed meanwhile.
 func (o *outbox) waitRoom(flush func()) bool {
 	for flushed := false; ; flushed = true {
 		o.mu.Lock()
-		full, closed := len(o.buf) > o.limit, o.closed
+		full := len(o.buf)+o.heldLen > o.limit || o.waiting >= o.maxWaiting
+		closed := o.closed
 		o.mu.Unlock()
 		if closed {
 			return false
@@ -212,6 +329,9 @@ func (o *outbox) waitRoom(flush func()) bool {
 		if !flushed {
 			flush()
 			continue
+		}
+		if o.testHookBlocked != nil {
+			o.testHookBlocked()
 		}
 		select {
 		case <-o.room:
@@ -239,7 +359,7 @@ func (o *outbox) write() {
 		o.mu.Lock()
 		if len(o.buf) == 0 || o.closed {
 			o.writing = false
-			if o.closing {
+			if o.closing && o.waiting == 0 {
 				o.drainedLocked()
 			}
 			o.mu.Unlock()
@@ -284,9 +404,10 @@ func (o *outbox) writeAll(b []byte) error {
 }
 
 // closeWhenDrained refuses new relayed messages and ends the connection
-// once everything queued has been written (at once if nothing is). A
-// connection that can shut down its write side alone (TCP, TLS: a
-// closeWriter) is left open for linger to close; others are closed.
+// once every reply is settled and everything queued has been written (at
+// once if nothing is). A connection that can shut down its write side
+// alone (TCP, TLS: a closeWriter) is left open for linger to close; others
+// are closed.
 func (o *outbox) closeWhenDrained() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -295,6 +416,7 @@ func (o *outbox) closeWhenDrained() {
 	case o.writing: // the writer closes when done
 	case len(o.buf) > 0:
 		o.startWriter() // which closes when done
+	case o.waiting > 0: // the last settle closes
 	default:
 		o.drainedLocked()
 	}
@@ -323,7 +445,7 @@ func (o *outbox) drainedLocked() {
 		return
 	}
 	o.closed, o.lingering = true, true
-	o.buf = nil
+	o.buf, o.held = nil, nil
 	close(o.done)
 }
 
@@ -399,10 +521,14 @@ func (o *outbox) closeLocked() {
 		return
 	}
 	o.closed = true
-	o.buf = nil
+	o.buf, o.held = nil, nil
 	o.conn.Close()
 	close(o.done)
 }
 
-// wait waits for the writer goroutine to end.
-func (o *outbox) wait() { o.wg.Wait() }
+// wait waits for the connection to be closed, and the writer goroutine to
+// end.
+func (o *outbox) wait() {
+	<-o.done
+	o.wg.Wait()
+}

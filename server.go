@@ -26,6 +26,7 @@ const (
 	DefaultFrameTimeout = 30 * time.Second // longest wait for the rest of a frame
 	DefaultKeepAlive    = 30 * time.Second // TCP keep-alive period
 	DefaultFloodLimit   = 100              // rate-limited requests in a row before closing
+	DefaultMaxPending   = 1024             // messages per connection waiting for other servers
 )
 
 // ErrServerClosed is returned by Serve, ListenAndServe and ServeConn once
@@ -111,6 +112,13 @@ type Server struct {
 	// DefaultFloodLimit.
 	FloodLimit int
 
+	// MaxPending bounds the messages of one connection whose outcome waits
+	// for another server (see Peer): at the bound, the server reads no
+	// more requests from that connection until an outcome comes. Their
+	// replies wait too, and the replies after them, so that every reply
+	// goes out in the order of the requests. Zero means DefaultMaxPending.
+	MaxPending int
+
 	// KeepAlive is the TCP keep-alive period of accepted connections.
 	// Zero means DefaultKeepAlive; negative turns keep-alives off.
 	KeepAlive time.Duration
@@ -129,6 +137,8 @@ type Server struct {
 	OnLogin      LoginHook
 	OnLogout     LogoutHook
 	OnMessage    MessageHook
+
+	testHookBlocked func() // see outbox
 
 	initOnce sync.Once
 	log      *zap.Logger
@@ -183,6 +193,13 @@ func (s *Server) frameTimeout() time.Duration {
 		return DefaultFrameTimeout
 	}
 	return max(s.FrameTimeout, 0)
+}
+
+func (s *Server) maxPending() int {
+	if s.MaxPending > 0 {
+		return s.MaxPending
+	}
+	return DefaultMaxPending
 }
 
 func (s *Server) floodLimit() int {
@@ -372,7 +389,8 @@ func (s *Server) addConn(c *conn) error {
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
-	c.out = newOutbox(c.nc, s.queueSize(), s.writeTimeout(), &c.stats, c.writeFailed)
+	c.out = newOutbox(c.nc, s.queueSize(), s.maxPending(), s.writeTimeout(), &c.stats, c.writeFailed)
+	c.out.testHookBlocked = s.testHookBlocked
 	s.conns[c] = struct{}{}
 	s.events.accepted.Add(1)
 	s.serving.Add(1)
@@ -459,12 +477,15 @@ type conn struct {
 	fr       *FrameReader
 	name     string        // the logged-in name, "" if none
 	logs     []pendingLog  // lines logged and not yet written
-	touched  []*outbox     // others' outboxes with messages queued since the last flush
+	touched  []Peer        // peers handed messages since the last flush
 	limiter  *rate.Limiter // nil without a rate limit
 	flooding int           // requests refused by the rate limit in a row
 	loginBy  time.Time     // when LoginTimeout expires; zero when logged in or unlimited
 	frameBy  time.Time     // when the frame being read must be complete; zero if not armed
 	deadline time.Time     // the read deadline set on nc
+
+	hookMu sync.Mutex
+	hooked map[uint64]pendingMessage // pending messages, kept for OnMessage
 
 	slow    atomic.Bool           // the writer gave up on the client
 	evicted atomic.Pointer[error] // why the Directory evicted the user, if it did
@@ -590,11 +611,12 @@ func (c *conn) Read(p []byte) (int, error) {
 }
 
 // flush writes the replies and messages queued by the requests handled
-// since the last flush: the reading goroutine calls it when it has handled
-// every request it has read, before it waits for more.
+// since the last flush, and has the peers given messages send them on: the
+// reading goroutine calls it when it has handled every request it has
+// read, before it waits for more.
 func (c *conn) flush() {
-	for i, o := range c.touched {
-		o.flush()
+	for i, p := range c.touched {
+		p.Flush()
 		c.touched[i] = nil
 	}
 	c.touched = c.touched[:0]
@@ -732,40 +754,48 @@ func (c *conn) malformed(err error) {
 	c.out.reply(ResultMalformed)
 }
 
-// handle answers one well-formed request.
+// handle answers one well-formed request. Each case queues exactly one
+// reply, or holds its place (see Receipt).
 func (c *conn) handle(f Frame) {
-	var ok bool
-	var why FailureReason
 	switch f.Type {
 	case TypeLogin:
 		c.stats.framesIn[inLogin].Add(1)
-		ok, why = c.login(f.Name)
+		c.answer(c.login(f.Name))
 	case TypeList:
 		c.stats.framesIn[inList].Add(1)
-		c.flushIfRemote()
+		c.flush() // the Directory may wait on the network
 		names := c.srv.dir.Names()
-		if NamesSize(names) <= c.srv.maxFrameSize() {
-			c.out.replyNames(names)
+		if NamesSize(names) > c.srv.maxFrameSize() {
+			c.answer(FailListTooLarge)
 			return
 		}
-		why = FailListTooLarge
+		c.out.replyNames(names)
 	case TypeSendTo:
 		c.stats.framesIn[inSendTo].Add(1)
-		ok, why = c.sendTo(f.Name, f.Text)
+		c.sendTo(f.Name, f.Text)
 	case TypeLogout:
 		c.stats.framesIn[inLogout].Add(1)
-		ok, why = c.name != "", FailNotLoggedIn
-		if ok {
-			c.logout(nil)
+		if c.name == "" {
+			c.answer(FailNotLoggedIn)
+			return
 		}
+		c.logout(nil)
+		c.answer(ok)
 	default:
 		// A server-to-client frame sent to the server.
 		c.stats.framesIn[inMalformed].Add(1)
 		c.logAt(zap.WarnLevel, "malformed frame", zap.Stringer("type", f.Type))
 		c.out.reply(ResultMalformed)
-		return
 	}
-	if ok {
+}
+
+// ok is the FailureReason of a request that succeeded, for answer.
+const ok = numFailureReasons
+
+// answer replies Success if why is ok, and otherwise Failure, counted
+// under why.
+func (c *conn) answer(why FailureReason) {
+	if why == ok {
 		c.out.reply(ResultOK)
 		return
 	}
@@ -773,28 +803,28 @@ func (c *conn) handle(f Frame) {
 	c.out.reply(ResultFailure)
 }
 
-func (c *conn) login(b []byte) (bool, FailureReason) {
+func (c *conn) login(b []byte) FailureReason {
 	s := c.srv
 	switch {
 	case c.name != "":
-		return false, FailAlreadyLoggedIn
+		return FailAlreadyLoggedIn
 	case !validNameBytes(b):
-		return false, FailBadName
+		return FailBadName
 	}
 	name := string(b)
 	if s.AllowLogin != nil {
 		if err := s.AllowLogin(c.nc, name); err != nil {
 			c.logAt(zap.InfoLevel, "login refused", zap.String("name", name), zap.Error(err))
-			return false, FailVetoed
+			return FailVetoed
 		}
 	}
-	c.flushIfRemote()
+	c.flush() // the Directory may wait on the network
 	if err := s.dir.Login(name, c.out); err != nil {
 		if errors.Is(err, ErrNameTaken) {
-			return false, FailNameTaken
+			return FailNameTaken
 		}
 		c.logAt(zap.WarnLevel, "login not recorded", zap.String("name", name), zap.Error(err))
-		return false, FailUnavailable
+		return FailUnavailable
 	}
 	c.name = name
 	c.loginBy = time.Time{}
@@ -803,13 +833,13 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 	if s.OnLogin != nil {
 		s.OnLogin(c.nc, name)
 	}
-	return true, 0
+	return ok
 }
 
 func (c *conn) logout(reason error) {
 	s := c.srv
 	name := c.name
-	c.flushIfRemote()
+	c.flush() // the Directory may wait on the network
 	s.dir.Logout(name, c.out)
 	s.events.users.Add(-1)
 	c.logAt(zap.InfoLevel, "logout", zap.NamedError("reason", reason))
@@ -822,62 +852,135 @@ func (c *conn) logout(reason error) {
 	}
 }
 
+// undelivered returns the reason for the Failure of a message that was not
+// queued because of err.
+func undelivered(err error) FailureReason {
+	if errors.Is(err, ErrQueueFull) || errors.Is(err, ErrPeerGone) {
+		return FailQueueFull
+	}
+	return FailUnavailable
+}
+
 // notDelivered logs why a message was not queued, and returns the reason
 // for the Failure.
 //
 //go:noinline
 func (c *conn) notDelivered(to []byte, err error) FailureReason {
-	if errors.Is(err, ErrQueueFull) || errors.Is(err, ErrPeerGone) {
-		c.logAt(zap.DebugLevel, "message not queued", zap.ByteString("to", to), zap.Error(err))
-		return FailQueueFull
+	why := undelivered(err)
+	lvl := zap.WarnLevel
+	if why == FailQueueFull {
+		lvl = zap.DebugLevel
 	}
-	c.logAt(zap.WarnLevel, "message not delivered", zap.ByteString("to", to), zap.Error(err))
-	return FailUnavailable
+	c.logAt(lvl, "message not queued", zap.ByteString("to", to), zap.Error(err))
+	return why
 }
 
-// flushIfRemote writes what the connection owes before a call into a
-// Directory that may wait on the network: the replies to the requests
-// before need not wait for it.
-func (c *conn) flushIfRemote() {
-	if _, local := c.srv.dir.(*MemoryDirectory); !local {
-		c.flush()
-	}
-}
-
-func (c *conn) sendTo(to, text []byte) (bool, FailureReason) {
+// sendTo relays a message. The reply is queued at once, unless the
+// recipient's Peer must ask another server: then the reply's place is held
+// until the Peer settles it through the Receipt (settle).
+func (c *conn) sendTo(to, text []byte) {
 	s := c.srv
 	if c.name == "" {
-		return false, FailNotLoggedIn
+		c.answer(FailNotLoggedIn)
+		return
 	}
 	if !validTextBytes(text) {
-		return false, FailBadText
+		c.answer(FailBadText)
+		return
 	}
-	p, ok := s.dir.Lookup(to)
-	if !ok {
-		return false, FailNoRecipient
+	p, found := s.dir.Lookup(to)
+	if !found {
+		c.answer(FailNoRecipient)
+		return
 	}
 	if s.AllowMessage != nil {
 		if err := s.AllowMessage(c.name, string(to), string(text)); err != nil {
 			c.logAt(zap.InfoLevel, "message refused", zap.ByteString("to", to), zap.Error(err))
-			return false, FailVetoed
+			c.answer(FailVetoed)
+			return
 		}
 	}
-	var err error
-	if o, ok := p.(*outbox); ok {
-		// Written by c.flush, with everything else this request batch queues.
-		if err = o.queue(c.name, text); err == nil && (len(c.touched) == 0 || c.touched[len(c.touched)-1] != o) {
-			c.touched = append(c.touched, o)
-		}
-	} else {
-		c.flush() // the replies owed so far need not wait for another server
-		err = p.Deliver(c.name, text)
+	r := Receipt{c: c, n: c.out.next} // the ordinal of this request's reply
+	err := p.Deliver(c.name, text, r)
+	if err != nil && err != ErrPending {
+		c.answer(c.notDelivered(to, err))
+		return
 	}
-	if err != nil {
-		return false, c.notDelivered(to, err)
+	// Written, or sent on, by c.flush, with everything else this batch of
+	// requests queues.
+	if len(c.touched) == 0 || c.touched[len(c.touched)-1] != p {
+		c.touched = append(c.touched, p)
+	}
+	if err == ErrPending {
+		if s.OnMessage != nil {
+			c.keepForHook(r.n, string(to), string(text))
+		}
+		if res, settled := c.out.hold(r.n, HeaderSize+len(c.name)+len(to)+len(text)); settled && s.OnMessage != nil {
+			// Settled before its place was held: settle could not call
+			// the hook, unless it found the message kept.
+			if m, kept := c.takeForHook(r.n); kept && res == ResultOK {
+				s.OnMessage(m.from, m.to, m.text)
+			}
+		}
+		return
 	}
 	c.stats.relayed.Add(1)
 	if s.OnMessage != nil {
 		s.OnMessage(c.name, string(to), string(text))
 	}
-	return true, 0
+	c.answer(ok)
+}
+
+// pendingMessage is a message waiting for its outcome, kept for OnMessage.
+type pendingMessage struct {
+	from, to, text string
+}
+
+// keepForHook keeps a pending message for the OnMessage hook.
+//
+//go:noinline
+func (c *conn) keepForHook(n uint64, to, text string) {
+	c.hookMu.Lock()
+	if c.hooked == nil {
+		c.hooked = make(map[uint64]pendingMessage)
+	}
+	c.hooked[n] = pendingMessage{c.name, to, text}
+	c.hookMu.Unlock()
+}
+
+// takeForHook returns, and forgets, the message keepForHook kept for n.
+func (c *conn) takeForHook(n uint64) (pendingMessage, bool) {
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	m, ok := c.hooked[n]
+	delete(c.hooked, n)
+	return m, ok
+}
+
+// settle is Receipt.Done: it counts the outcome of the pending message
+// whose reply has ordinal n, and has the reply written. It is called from
+// any goroutine.
+func (c *conn) settle(n uint64, err error) {
+	s := c.srv
+	var m pendingMessage
+	var kept bool
+	if s.OnMessage != nil {
+		m, kept = c.takeForHook(n)
+	}
+	if err != nil {
+		if c.out.settle(n, ResultFailure) {
+			why := undelivered(err)
+			c.stats.failures[why].Add(1)
+			if why != FailQueueFull {
+				s.log.Warn("message not delivered", zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
+			}
+		}
+		return
+	}
+	if c.out.settle(n, ResultOK) {
+		c.stats.relayed.Add(1)
+		if kept {
+			s.OnMessage(m.from, m.to, m.text)
+		}
+	}
 }

@@ -1,6 +1,6 @@
 package chat
 
-// The server rules of SPEC.md, each test written once and run over two
+// The server rules of docs/USAGE.md, each test written once and run over two
 // transports: net.Pipe pairs served by ServeConn, and loopback TCP served
 // by Serve. Attacks are in hostile_test.go, the optional limits in
 // limits_test.go, nothing-lost under load in stress_test.go.

@@ -82,6 +82,9 @@ const (
 	DefaultTimeout   = 2 * time.Second
 )
 
+// maxNode is the longest node name: a batch gives its length in a byte.
+const maxNode = 255
+
 // Config configures a Directory. The zero value is usable, except that
 // nodes started from one program on one host need distinct Node names.
 type Config struct {
@@ -137,6 +140,20 @@ type Directory struct {
 	js       jetstream.JetStream
 	instance string // tells this process from another using the same Node
 	deliver  string // subject of messages for this node's users
+
+	// Batches of messages for other nodes (batch.go).
+	instanceID uint64 // instance, as a batch carries it
+	ackPrefix  string // of the subjects the answers to this node's batches come on
+	headerSize int    // of this node's batches
+	linksMu    sync.Mutex
+	links      map[string]*link // to the other nodes, by name
+	sentMu     sync.Mutex
+	seq        uint64            // of the last batch sent
+	sent       map[uint64]*batch // sent, waiting for their answers
+
+	// Used by handleBatch only, which NATS calls on one goroutine.
+	lastBatch map[string]received // by sending node
+	touched   []chat.Peer
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
 	epoch   atomic.Uint64 // disconnections so far
@@ -213,24 +230,31 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		host, _ := os.Hostname()
 		cfg.Node = SanitizeNode(fmt.Sprintf("%s-%d", host, os.Getpid()))
 	}
-	if !validToken(cfg.Node) {
-		return nil, fmt.Errorf("cluster: node name %q: use letters, digits, '-' and '_'", cfg.Node)
+	if !validToken(cfg.Node) || len(cfg.Node) > maxNode {
+		return nil, fmt.Errorf("cluster: node name %q: use up to %d letters, digits, '-' and '_'", cfg.Node, maxNode)
 	}
 	if !validSubject(cfg.Prefix) {
 		return nil, fmt.Errorf("cluster: subject prefix %q is not a NATS subject", cfg.Prefix)
 	}
 	var nonce [8]byte
 	rand.Read(nonce[:])
+	instance := hex.EncodeToString(nonce[:])
 	d := &Directory{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		instance: hex.EncodeToString(nonce[:]),
-		deliver:  cfg.Prefix + ".deliver." + cfg.Node,
-		poke:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		local:    make(map[string]*localUser),
-		all:      make(map[string]*entry),
-		seen:     make(map[string]seenAt),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		instance:   instance,
+		deliver:    cfg.Prefix + ".deliver." + cfg.Node,
+		instanceID: binary.BigEndian.Uint64(nonce[:]),
+		ackPrefix:  cfg.Prefix + ".ack." + cfg.Node + "." + instance + ".",
+		headerSize: 2 + len(cfg.Node) + 24,
+		sent:       make(map[uint64]*batch),
+		lastBatch:  make(map[string]received),
+		links:      make(map[string]*link),
+		poke:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		local:      make(map[string]*localUser),
+		all:        make(map[string]*entry),
+		seen:       make(map[string]seenAt),
 	}
 	if d.log == nil {
 		d.log = zap.NewNop()
@@ -294,7 +318,8 @@ func (d *Directory) subscribe() error {
 		fn   nats.MsgHandler
 	}{
 		{hello, func(m *nats.Msg) { m.Respond([]byte(d.instance)) }},
-		{d.deliver, d.handleDeliver},
+		{d.deliver, d.handleBatch},
+		{d.ackPrefix + "*", d.handleAnswer},
 		{d.cfg.Prefix + ".alive.*", d.handleHeartbeat},
 	}
 	for _, s := range subs {
@@ -302,8 +327,8 @@ func (d *Directory) subscribe() error {
 		if err != nil {
 			return fmt.Errorf("cluster: subscribing to %s: %w", s.subj, err)
 		}
-		// Deliveries may come in bursts from many nodes. Those that wait
-		// here past their deadline are answered late, not queued.
+		// Batches may come in bursts from many nodes. Those that wait here
+		// past their deadline are answered late, not queued.
 		sub.SetPendingLimits(-1, 64<<20)
 	}
 	return d.nc.FlushTimeout(d.cfg.Timeout)
@@ -335,6 +360,7 @@ func (d *Directory) Close() error {
 	d.mu.Unlock()
 	close(d.done)
 	d.maint.Wait()
+	d.failAll()
 	if d.online.Swap(false) {
 		for name, rev := range left {
 			d.deleteKey(name, rev)
@@ -354,6 +380,7 @@ func (d *Directory) abandon() {
 	d.mu.Unlock()
 	close(d.done)
 	d.maint.Wait()
+	d.failAll()
 	d.online.Store(false)
 	d.stopWatch()
 	d.nc.Close()
@@ -533,11 +560,20 @@ func (d *Directory) lookupBucket(name string) (chat.Peer, bool) {
 	if node == d.cfg.Node {
 		return nil, false
 	}
-	return d.remote(node, name), true
+	return d.remote(node, name, e.Revision()), true
 }
 
-func (d *Directory) remote(node, name string) *remotePeer {
-	return &remotePeer{d: d, node: node, subject: d.cfg.Prefix + ".deliver." + node, name: name}
+// remote returns the peer of the user name logged in on node under the
+// key revision rev.
+func (d *Directory) remote(node, name string, rev uint64) *remotePeer {
+	d.linksMu.Lock()
+	l := d.links[node]
+	if l == nil {
+		l = &link{d: d, node: node, subject: d.cfg.Prefix + ".deliver." + node}
+		d.links[node] = l
+	}
+	d.linksMu.Unlock()
+	return &remotePeer{link: l, name: name, token: rev}
 }
 
 // Names implements chat.Directory: the names of the whole cluster, or of
@@ -612,139 +648,6 @@ func bucketState(ctx context.Context, kv jetstream.KeyValue) (last uint64, ttl b
 		last = bs.StreamInfo().State.LastSeq
 	}
 	return last, st.LimitMarkerTTL() > 0, nil
-}
-
-// remotePeer is a user logged in on another node.
-type remotePeer struct {
-	d       *Directory
-	node    string
-	subject string
-	name    string
-}
-
-// Deliver implements chat.Peer: it asks the user's node to queue the
-// message, and waits for its answer.
-func (p *remotePeer) Deliver(from string, text []byte) error {
-	d := p.d
-	if !d.online.Load() {
-		return errOffline
-	}
-	var err error
-	offload(func() { err = p.request(from, text) })
-	if err != chat.ErrPeerGone {
-		return err
-	}
-	// The user has left that node; it may have logged in on another.
-	var q chat.Peer
-	var ok bool
-	offload(func() { q, ok = d.lookupBucket(p.name) })
-	if !ok {
-		return chat.ErrPeerGone
-	}
-	if rq, ok := q.(*remotePeer); !ok || rq.node == p.node {
-		return chat.ErrPeerGone
-	}
-	return q.Deliver(from, text)
-}
-
-func (p *remotePeer) request(from string, text []byte) error {
-	// The recipient's node queues the message only within Timeout, and
-	// the sender waits three times as long for its answer: a message
-	// queued after the sender gave up would be one the user was told had
-	// failed.
-	t := p.d.cfg.Timeout
-	msg := appendDelivery(make([]byte, 0, 10+len(p.name)+len(from)+len(text)), time.Now().Add(t), p.name, from, text)
-	m, err := p.d.nc.Request(p.subject, msg, 3*t)
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w: node %s is not running: %w", chat.ErrUnavailable, p.node, err)
-	case err != nil:
-		return fmt.Errorf("%w: node %s: %v (the message may have been delivered)", chat.ErrUnavailable, p.node, err)
-	case len(m.Data) != 1:
-		return fmt.Errorf("%w: node %s: bad answer", chat.ErrUnavailable, p.node)
-	}
-	switch m.Data[0] {
-	case answerQueued:
-		return nil
-	case answerFull:
-		return chat.ErrQueueFull
-	case answerLate:
-		return fmt.Errorf("%w: node %s: the message came too late to be queued", chat.ErrUnavailable, p.node)
-	default:
-		return chat.ErrPeerGone
-	}
-}
-
-// offlinePeer is the peer of users on other nodes while this node is
-// offline.
-type offlinePeer struct{ err error }
-
-func (p offlinePeer) Deliver(string, []byte) error {
-	if p.err != nil {
-		return p.err
-	}
-	return errOffline
-}
-
-// handleDeliver queues a message from another node for a user of this one,
-// and answers whether it did. NATS calls it for one message at a time, in
-// the order sent, which keeps each sender's messages in order.
-func (d *Directory) handleDeliver(m *nats.Msg) {
-	deadline, to, from, text, ok := parseDelivery(m.Data)
-	if !ok {
-		d.log.Warn("malformed delivery", zap.String("subject", m.Subject))
-		return
-	}
-	d.mu.RLock()
-	u := d.local[string(to)]
-	d.mu.RUnlock()
-	answer := answerGone
-	if time.Now().After(deadline) {
-		answer = answerLate
-	} else if u != nil && u.rev != 0 {
-		switch err := u.peer.Deliver(string(from), text); {
-		case err == nil:
-			answer = answerQueued
-		case errors.Is(err, chat.ErrQueueFull):
-			answer = answerFull
-		}
-	}
-	m.Respond(answers[answer : answer+1])
-}
-
-// Answers to a delivery.
-const (
-	answerQueued = iota
-	answerFull
-	answerGone
-	answerLate
-)
-
-var answers = []byte{answerQueued, answerFull, answerGone, answerLate}
-
-// appendDelivery encodes a message for another node: the time by which it
-// must be queued (Unix nanoseconds, 8 bytes big-endian), the lengths of the
-// recipient's and the sender's names (a byte each: names are at most 80
-// bytes), the names, and the text.
-func appendDelivery(b []byte, deadline time.Time, to, from string, text []byte) []byte {
-	b = binary.BigEndian.AppendUint64(b, uint64(deadline.UnixNano()))
-	b = append(b, byte(len(to)), byte(len(from)))
-	b = append(b, to...)
-	b = append(b, from...)
-	return append(b, text...)
-}
-
-func parseDelivery(b []byte) (deadline time.Time, to, from, text []byte, ok bool) {
-	if len(b) < 10 {
-		return time.Time{}, nil, nil, nil, false
-	}
-	deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b)))
-	b = b[8:]
-	n, m := 2+int(b[0]), 2+int(b[0])+int(b[1])
-	if len(b) < m {
-		return time.Time{}, nil, nil, nil, false
-	}
-	return deadline, b[2:n], b[n:m], b[m:], true
 }
 
 // offload runs f, which waits on NATS, on a goroutine of its own, and

@@ -36,8 +36,18 @@ func TestNodeKilled(t *testing.T) {
 	if !ok {
 		t.Fatal("erin unknown before the dead node is noticed")
 	}
-	if err := p.Deliver("alice", []byte("hello?")); !errors.Is(err, nats.ErrNoResponders) || !errors.Is(err, chat.ErrUnavailable) {
-		t.Errorf("Deliver to the dead node: %v, want no responders", err)
+	settled := make(chan error, 1)
+	if err := p.Deliver("alice", []byte("hello?"), chat.ReceiptFunc(func(err error) { settled <- err })); err != chat.ErrPending {
+		t.Fatalf("Deliver to a user of another node: %v, want ErrPending", err)
+	}
+	p.Flush()
+	select {
+	case err := <-settled:
+		if !errors.Is(err, nats.ErrNoResponders) || !errors.Is(err, chat.ErrUnavailable) {
+			t.Errorf("delivery to the dead node settled with %v, want no responders", err)
+		}
+	case <-time.After(testWait):
+		t.Error("the delivery to the dead node was not settled")
 	}
 
 	eventually(t, "the dead node's users to leave the list", func() bool {
@@ -231,32 +241,55 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// TestLateDelivery: a message that reaches the recipient's node after its
-// deadline is not queued, and the sender gets Failure, not Success.
-func TestLateDelivery(t *testing.T) {
+// TestBatchChecks: a node refuses, item by item, a batch that comes after
+// its deadline, one overtaken by a later batch of the same sender, and
+// items addressed to a login that is not the recipient's current one; it
+// does not answer a batch that does not parse.
+func TestBatchChecks(t *testing.T) {
 	_, n := cluster3(t)
 	login(t, n[0], "alice")
 	bob := login(t, n[1], "bob")
-	late := appendDelivery(nil, time.Now().Add(-time.Millisecond), "bob", "alice", []byte("too late"))
-	m, err := n[0].dir.nc.Request(n[1].dir.deliver, late, testWait)
-	if err != nil {
-		t.Fatal(err)
+	n[1].dir.mu.RLock()
+	token := n[1].dir.local["bob"].rev
+	n[1].dir.mu.RUnlock()
+	nc := n[0].dir.nc
+	batch := func(seq uint64, deadline time.Time, items ...[]byte) []byte {
+		b := appendHeader(nil, batchHeader{sender: "tester", instance: 7, seq: seq, deadline: deadline})
+		return slices.Concat(append([][]byte{b}, items...)...)
 	}
-	if len(m.Data) != 1 || m.Data[0] != answerLate {
-		t.Errorf("answer %v, want late", m.Data)
+	item := func(token uint64, text string) []byte { return appendItem(nil, token, "bob", "alice", []byte(text)) }
+	ask := func(what string, b []byte, want ...byte) {
+		t.Helper()
+		m, err := nc.Request(n[1].dir.deliver, b, testWait)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !slices.Equal(m.Data, want) {
+			t.Errorf("%s: answers %v, want %v", what, m.Data, want)
+		}
 	}
-	onTime := appendDelivery(nil, time.Now().Add(testWait), "bob", "alice", []byte("on time"))
-	if m, err = n[0].dir.nc.Request(n[1].dir.deliver, onTime, testWait); err != nil || m.Data[0] != answerQueued {
-		t.Fatalf("on time: %v %v", m, err)
+	soon := time.Now().Add(testWait)
+	ask("late", batch(1, time.Now().Add(-time.Millisecond), item(token, "too late")), answerLate)
+	ask("on time", batch(5, soon, item(token, "on time"), item(token+1, "old login"), appendItem(nil, token, "nobody", "alice", []byte("x"))),
+		answerQueued, answerGone, answerGone)
+	ask("overtaken", batch(4, soon, item(token, "overtaken")), answerLate)
+	ask("the same again", batch(5, soon, item(token, "again")), answerLate)
+	ask("next", batch(6, soon, item(token, "next")), answerQueued)
+	for _, want := range []string{"on time", "next"} {
+		if got := bob.receive(); got.Text != want {
+			t.Errorf("bob got %+v, want %q", got, want)
+		}
 	}
-	if got := bob.receive(); got.Text != "on time" {
-		t.Errorf("bob got %+v, want only the message on time", got)
-	}
-	// Malformed deliveries get no answer and change nothing.
-	for _, b := range [][]byte{nil, make([]byte, 9), append(make([]byte, 8), 200, 0, 'x')} {
-		if _, err := n[0].dir.nc.Request(n[1].dir.deliver, b, 100*time.Millisecond); err == nil {
+	// Malformed batches get no answer and change nothing.
+	good := batch(7, soon, item(token, "cut"))
+	for _, b := range [][]byte{nil, {batchVersion}, {9, 0}, good[:20], good[:len(good)-1]} {
+		if _, err := nc.Request(n[1].dir.deliver, b, 100*time.Millisecond); err == nil {
 			t.Errorf("malformed %q answered", b)
 		}
+	}
+	ask("after the malformed ones", batch(8, soon, item(token, "last")), answerQueued)
+	if got := bob.receive(); got.Text != "last" {
+		t.Errorf("bob got %+v, want last", got)
 	}
 }
 

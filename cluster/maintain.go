@@ -184,10 +184,10 @@ func (d *Directory) newEntry(name string, e jetstream.KeyValueEntry, old *entry)
 	n := &entry{node: string(e.Value()), rev: e.Revision()}
 	switch {
 	case n.node == d.cfg.Node:
-	case old != nil && old.node == n.node:
+	case old != nil && old.node == n.node && old.rev == n.rev:
 		n.peer = old.peer
 	default:
-		n.peer = d.remote(n.node, name)
+		n.peer = d.remote(n.node, name, n.rev)
 	}
 	return n
 }
@@ -274,7 +274,19 @@ func (d *Directory) reapDead() {
 			silent[e.node] = now.Sub(last)
 		}
 	}
+	for node, s := range d.seen {
+		last := s.at
+		if last.Before(d.onlineSince) {
+			last = d.onlineSince
+		}
+		if node != d.cfg.Node && now.Sub(last) > d.cfg.DeadAfter {
+			silent[node] = now.Sub(last)
+		}
+	}
 	d.mu.RUnlock()
+	for node := range silent {
+		d.failSent(node) // those it could no longer queue
+	}
 	for node, names := range dead {
 		freed := 0
 		for _, n := range names {

@@ -71,6 +71,7 @@ type config struct {
 	natsCreds       string
 	nodeName        string
 	deadAfter       time.Duration
+	natsReplicas    int
 }
 
 // usageHead is the start of the -h output, before the flags.
@@ -112,6 +113,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.natsCreds, "nats-creds", "", "authenticate to NATS with the credentials in `FILE`")
 	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
 	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node not heard from for this long")
+	fs.IntVar(&c.natsReplicas, "nats-replicas", 1, "the copies JetStream keeps of the cluster's table of users, when the first node creates it (3 for a cluster of three NATS servers)")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), usageHead)
 		fs.PrintDefaults()
@@ -135,6 +137,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.natsURL == "" && (c.natsCreds != "" || c.nodeName != "") {
 		return nil, errors.New("-nats-creds and -node-name need -nats")
+	}
+	if c.natsReplicas < 1 {
+		return nil, errors.New("-nats-replicas must be at least 1")
 	}
 	if c.deadAfter <= 0 {
 		return nil, errors.New("-node-dead-after must be positive")
@@ -263,7 +268,7 @@ func joinCluster(cfg *config, addr net.Addr, log *zap.Logger) (*cluster.Director
 		host, _ := os.Hostname()
 		name = cluster.SanitizeNode(fmt.Sprintf("%s-%d", host, addr.(*net.TCPAddr).Port))
 	}
-	ccfg := cluster.Config{Node: name, DeadAfter: cfg.deadAfter, Logger: log.Named("cluster")}
+	ccfg := cluster.Config{Node: name, DeadAfter: cfg.deadAfter, Replicas: cfg.natsReplicas, Logger: log.Named("cluster")}
 	if cfg.natsCreds != "" {
 		ccfg.Options = append(ccfg.Options, nats.UserCredentials(cfg.natsCreds))
 	}

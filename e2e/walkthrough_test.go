@@ -1,0 +1,246 @@
+//go:build unix
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readmeCluster is the cluster walkthrough of the README: the nats-server
+// command lines and the chatserver command lines, as argument lists after
+// the program, with the shell variables of the section expanded.
+type readmeCluster struct {
+	nats, chat [][]string
+}
+
+// parseReadmeCluster reads the walkthrough from the README's section on
+// clusters, after applying ports (old to new, as strings) to its text.
+func parseReadmeCluster(readme string, ports *strings.Replacer) (readmeCluster, error) {
+	const title = "\n## Several servers as one chat: a cluster over NATS\n"
+	i := strings.Index(readme, title)
+	if i < 0 {
+		return readmeCluster{}, fmt.Errorf("no section %q", strings.TrimSpace(title))
+	}
+	sec := readme[i+len(title):]
+	if j := strings.Index(sec, "\n## "); j >= 0 {
+		sec = sec[:j]
+	}
+	sec = ports.Replace(sec)
+
+	var rc readmeCluster
+	vars := map[string]string{}
+	inBlock := false
+	var pending string // a line continued with a backslash
+	for _, line := range strings.Split(sec, "\n") {
+		if strings.HasPrefix(line, "```") {
+			inBlock = !inBlock
+			continue
+		}
+		if !inBlock {
+			continue
+		}
+		if strings.HasSuffix(line, `\`) {
+			pending += strings.TrimSuffix(line, `\`) + " "
+			continue
+		}
+		line, pending = pending+line, ""
+		line, _, _ = strings.Cut(line, "#") // a comment
+		fields := strings.Fields(os.Expand(line, func(v string) string { return vars[v] }))
+		fields = slices.DeleteFunc(fields, func(f string) bool { return f == "&" })
+		switch {
+		case len(fields) == 1 && strings.Contains(fields[0], "="):
+			name, value, _ := strings.Cut(fields[0], "=")
+			if !strings.HasPrefix(value, "$(") {
+				vars[name] = value
+			}
+		case len(fields) > 0 && strings.HasPrefix(strings.TrimSpace(line), "$NATS "):
+			rc.nats = append(rc.nats, fields)
+		case len(fields) > 2 && fields[0] == "go" && fields[1] == "run" && fields[2] == "./examples/chatserver":
+			rc.chat = append(rc.chat, fields[3:])
+		}
+	}
+	if len(rc.nats) != 3 || len(rc.chat) != 3 {
+		return rc, fmt.Errorf("%d nats-server and %d chatserver lines, want 3 and 3", len(rc.nats), len(rc.chat))
+	}
+	return rc, nil
+}
+
+func TestParseReadmeCluster(t *testing.T) {
+	readme := "# x\n\n## Several servers as one chat: a cluster over NATS\n\n" +
+		"```\nNATS=$(go env GOPATH)/bin/nats-server\nR=nats://127.0.0.1:6222\n" +
+		"$NATS -js -p 4222 \\\n  --routes $R &\n$NATS -p 4223 &\n$NATS -p 4224\n```\n\n" +
+		"```\ngo run ./examples/chatserver -addr 127.0.0.1:9001 -nats $R &   # one\n" +
+		"go run ./examples/chatserver -a\ngo run ./examples/chatserver\ngo run ./examples/chatclient 1 2\n```\n" +
+		"\n## Next\n\n```\n$NATS -p 1\n```\n"
+	rc, err := parseReadmeCluster(readme, strings.NewReplacer("6222", "1000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := readmeCluster{
+		nats: [][]string{{"-js", "-p", "4222", "--routes", "nats://127.0.0.1:1000"}, {"-p", "4223"}, {"-p", "4224"}},
+		chat: [][]string{{"-addr", "127.0.0.1:9001", "-nats", "nats://127.0.0.1:1000"}, {"-a"}, {}},
+	}
+	if fmt.Sprint(rc) != fmt.Sprint(want) {
+		t.Errorf("got %q, want %q", rc, want)
+	}
+}
+
+// TestReadmeClusterWalkthrough follows the README's cluster walkthrough
+// with its own command lines (ports and store directories moved to free
+// ones): three NATS servers in a cluster, three chatservers given all
+// three with -nats-replicas, and then the chat in the README's order,
+// including the Failure of a message to a user not logged in, and the chat
+// going on after one NATS server is stopped.
+func TestReadmeClusterWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds nats-server")
+	}
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var oldNew []string
+	for i := range 3 {
+		oldNew = append(oldNew,
+			fmt.Sprint(4222+i), freePort(t), // client ports
+			fmt.Sprint(6222+i), freePort(t), // cluster ports
+			fmt.Sprintf("/tmp/chat-nats-%d", i+1), filepath.Join(dir, fmt.Sprintf("nats-%d", i+1)))
+	}
+	rc, err := parseReadmeCluster(string(readme), strings.NewReplacer(oldNew...))
+	if err != nil {
+		t.Fatal("README.md:", err)
+	}
+
+	natsBin := filepath.Join(dir, "nats-server")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	// The version go.mod requires, as the README's go install does.
+	if out, err := exec.Command(goBin, "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("building nats-server: %v\n%s", err, out)
+	}
+
+	var nats []*proc
+	for i, args := range rc.nats {
+		nats = append(nats, startProc(t, fmt.Sprintf("nats-server %d", i+1), natsBin, false, args...))
+	}
+	// The chat servers need JetStream, which needs a leader of the cluster.
+	for _, n := range nats {
+		deadline := time.After(3 * timeout)
+		for i := 0; ; i++ {
+			line, ok := n.stderr.waitLine(i, deadline)
+			if !ok {
+				t.Fatalf("%s: no JetStream leader; stderr:\n%s", n.name, clip(n.stderr.String()))
+			}
+			if strings.Contains(line, "metadata leader") {
+				break
+			}
+		}
+	}
+
+	var nodes []*server
+	for i, args := range rc.chat {
+		args = slices.Clone(args)
+		if j := slices.Index(args, "-addr"); j >= 0 && j+1 < len(args) {
+			args[j+1] = "127.0.0.1:0"
+		}
+		nodes = append(nodes, startReadmeNode(t, fmt.Sprintf("chatserver %d", i+1), args))
+	}
+
+	// The README's order: bob on the second server, then alice on the first.
+	bob := loggedIn(t, nodes[1], "bob")
+	alice := loggedIn(t, nodes[0], "alice")
+	alice.do("sendto carol are you there?", "Failure") // carol is not logged in
+	alice.do("sendto bob Hi, how are you?", "Success")
+	bob.expectLine("alice: Hi, how are you?")
+	bob.do("list", "alice bob")
+	bob.do("sendto alice Fine, thanks!", "Success")
+	alice.expectLine("bob: Fine, thanks!")
+	carol := loggedIn(t, nodes[2], "carol")
+	carol.do("list", "alice bob carol")
+
+	// Stop one NATS server: the chat goes on, through the other two.
+	if err := nats[1].cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	nats[1].wait()
+	// A chat server that used it answers Failure for the moment it takes
+	// to move to another.
+	sendUntilSuccess(t, alice, "sendto bob still there?")
+	bob.expectLine("alice: still there?")
+	sendUntilSuccess(t, bob, "sendto alice yes")
+	alice.expectLine("bob: yes")
+	sendUntilSuccess(t, carol, "sendto alice hello")
+	alice.expectLine("carol: hello")
+	bob.do("list", "alice bob carol")
+
+	for _, u := range []*proc{alice, bob, carol} {
+		u.do("exit")
+		u.expectEnd(0)
+	}
+}
+
+// startReadmeNode starts chatserver with args and waits for it to log the
+// address it listens on.
+func startReadmeNode(t *testing.T, name string, args []string) *server {
+	t.Helper()
+	p := startProc(t, name, serverBin, false, args...)
+	deadline := time.After(3 * timeout)
+	for i := 0; ; i++ {
+		line, ok := p.stderr.waitLine(i, deadline)
+		if !ok {
+			t.Fatalf("%s never logged \"listening\"; stderr:\n%s", name, clip(p.stderr.String()))
+		}
+		var e logEntry
+		if json.Unmarshal([]byte(line), &e) != nil || e.Msg != "listening" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(e.Addr)
+		if err != nil {
+			t.Fatalf("%s logged a bad address: %s", name, line)
+		}
+		return &server{proc: p, addr: e.Addr, host: host, port: port}
+	}
+}
+
+// sendUntilSuccess sends line until the client prints Success rather than
+// Failure, for a while.
+func sendUntilSuccess(t *testing.T, p *proc, line string) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := time.After(timeout)
+	for {
+		p.send(line + "\n")
+		got, ok := p.stdout.waitLine(p.next, time.After(timeout))
+		if !ok {
+			t.Fatalf("%s: %q: no reply", p.name, line)
+		}
+		p.next++
+		switch got {
+		case "Success":
+			return
+		case "Failure":
+		default:
+			t.Fatalf("%s: %q printed %q", p.name, line, got)
+		}
+		select {
+		case <-tick.C:
+		case <-giveUp:
+			t.Fatalf("%s: %q still Failure after %v", p.name, line, timeout)
+		}
+	}
+}
