@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -193,7 +194,9 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the connection is up, and then why it ended:
 // ErrClosed after Close, or an error wrapping ErrClosed and the cause (io.EOF
-// when the server closed the connection).
+// when the server closed the connection). Its text is one sentence for a
+// user: "chat: the server closed the connection", or "chat: connection
+// lost: " and the cause.
 func (c *Client) Err() error {
 	select {
 	case <-c.done:
@@ -286,7 +289,7 @@ func (c *Client) send(ctx context.Context, cl *call, enc func([]byte) []byte) er
 		c.pmu.Unlock()
 		return ctx.Err()
 	}
-	c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+	c.fail(&lostError{cause: err})
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -298,19 +301,21 @@ func (c *Client) send(ctx context.Context, cl *call, enc func([]byte) []byte) er
 func (c *Client) readLoop() {
 	defer c.wg.Done()
 	var err error
+	heard := false // a frame came from the server
 	for err == nil {
 		var f Frame
 		f, err = c.fr.Next()
 		if err != nil {
 			break
 		}
+		heard = true
 		err = c.dispatch(f)
 	}
-	if errors.Is(err, io.EOF) {
-		c.fail(fmt.Errorf("%w by the server: %w", ErrClosed, err))
-	} else {
-		c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
-	}
+	_, secure := c.conn.(interface{ ConnectionState() tls.ConnectionState })
+	c.pmu.Lock()
+	asked := len(c.pending) > 0
+	c.pmu.Unlock()
+	c.fail(&lostError{cause: err, unanswered: !heard && asked && !secure})
 	// Whoever is still waiting learns the reason.
 	c.pmu.Lock()
 	pending := c.pending
@@ -320,6 +325,28 @@ func (c *Client) readLoop() {
 		cl.reply <- reply{err: c.err}
 	}
 }
+
+// lostError is why a connection ended, other than Close: it wraps
+// ErrClosed and the cause, and says what happened in one sentence.
+type lostError struct {
+	cause error
+	// The server closed a connection without TLS before answering
+	// anything: a sign that it expects TLS.
+	unanswered bool
+}
+
+func (e *lostError) Error() string {
+	closed := errors.Is(e.cause, io.EOF) || errors.Is(e.cause, syscall.ECONNRESET)
+	switch {
+	case closed && e.unanswered:
+		return "chat: the server closed the connection without answering; it may expect TLS"
+	case errors.Is(e.cause, io.EOF):
+		return "chat: the server closed the connection"
+	}
+	return "chat: connection lost: " + e.cause.Error()
+}
+
+func (e *lostError) Unwrap() []error { return []error{ErrClosed, e.cause} }
 
 // dispatch handles one frame from the server.
 func (c *Client) dispatch(f Frame) error {

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -819,5 +821,60 @@ func TestDialTLS(t *testing.T) {
 	var unknown x509.UnknownAuthorityError
 	if !errors.As(err, &unknown) {
 		t.Fatalf("over TLS with an untrusted certificate: %v, want x509.UnknownAuthorityError", err)
+	}
+}
+
+// TestClientLostErrorText: the error that ends a connection reads as one
+// sentence, and wraps ErrClosed and its cause.
+func TestClientLostErrorText(t *testing.T) {
+	t.Parallel()
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, tt := range []struct {
+		name string
+		err  *lostError
+		want string
+	}{
+		{"the server closed", &lostError{cause: io.EOF}, "chat: the server closed the connection"},
+		{"closed before answering", &lostError{cause: io.EOF, unanswered: true},
+			"chat: the server closed the connection without answering; it may expect TLS"},
+		{"reset before answering", &lostError{cause: reset, unanswered: true},
+			"chat: the server closed the connection without answering; it may expect TLS"},
+		{"reset", &lostError{cause: reset}, "chat: connection lost: read tcp: read: connection reset by peer"},
+		{"a protocol error", &lostError{cause: ErrFrameTooLarge, unanswered: true}, "chat: connection lost: " + ErrFrameTooLarge.Error()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.err.Error(); got != tt.want {
+				t.Errorf("Error() = %q, want %q", got, tt.want)
+			}
+			if !errors.Is(tt.err, ErrClosed) || !errors.Is(tt.err, tt.err.cause) {
+				t.Errorf("%v does not wrap ErrClosed and %v", tt.err, tt.err.cause)
+			}
+		})
+	}
+}
+
+// TestClientPlainToTLSServer: a client without TLS talking to a TLS
+// server learns that the server may expect TLS.
+func TestClientPlainToTLSServer(t *testing.T) {
+	cfg := newCloseTLS(t)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg.server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() {
+		srv.Close()
+		<-served
+	}()
+	c, err := Dial(testCtx(t), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Login(testCtx(t), "alice")
+	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "may expect TLS") {
+		t.Errorf("Login: %v, want ErrClosed and a hint that the server may expect TLS", err)
 	}
 }

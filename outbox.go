@@ -62,6 +62,10 @@ type outbox struct {
 
 	testHookBlocked func()    // called when waitRoom is about to block
 	stats           *counters // of the connection: frames and bytes out
+
+	// lingering: drained at closeWhenDrained's request, and left open for
+	// linger to close; closed is set too.
+	lingering bool
 }
 
 // heldReply is a reply waiting behind an unsettled one, or unsettled itself.
@@ -233,7 +237,7 @@ func (o *outbox) settle(n uint64, r Result) bool {
 	case len(o.buf) > 0:
 		o.startWriter()
 	case o.closing && !o.writing && o.waiting == 0:
-		o.closeLocked()
+		o.drainedLocked()
 	}
 	return true
 }
@@ -280,7 +284,7 @@ func (o *outbox) flush() {
 	if len(o.buf) > 0 {
 		o.startWriter()
 	} else if o.closing && o.waiting == 0 {
-		o.closeLocked()
+		o.drainedLocked()
 	}
 	o.mu.Unlock()
 }
@@ -356,7 +360,7 @@ func (o *outbox) write() {
 		if len(o.buf) == 0 || o.closed {
 			o.writing = false
 			if o.closing && o.waiting == 0 {
-				o.closeLocked()
+				o.drainedLocked()
 			}
 			o.mu.Unlock()
 			return
@@ -399,9 +403,11 @@ func (o *outbox) writeAll(b []byte) error {
 	return nil
 }
 
-// closeWhenDrained closes the connection once every reply is settled and
-// everything queued has been written (at once if nothing is), and refuses
-// new relayed messages.
+// closeWhenDrained refuses new relayed messages and ends the connection
+// once every reply is settled and everything queued has been written (at
+// once if nothing is). A connection that can shut down its write side
+// alone (TCP, TLS: a closeWriter) is left open for linger to close; others
+// are closed.
 func (o *outbox) closeWhenDrained() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -412,7 +418,76 @@ func (o *outbox) closeWhenDrained() {
 		o.startWriter() // which closes when done
 	case o.waiting > 0: // the last settle closes
 	default:
+		o.drainedLocked()
+	}
+}
+
+// closeWriter is a connection whose write side shuts down alone:
+// *net.TCPConn, *tls.Conn, *net.UnixConn.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// The bounds of linger: how long it waits for the client to stop sending,
+// and how much of what the client sends it reads. Variables for the tests
+// only.
+var (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 256 << 10
+)
+
+// drainedLocked ends the connection once closeWhenDrained's queue has been
+// written: nothing more is queued or written, and the connection is closed
+// now, or by linger if it is a closeWriter. o.mu is held.
+func (o *outbox) drainedLocked() {
+	if _, ok := o.conn.(closeWriter); !ok || o.closed {
 		o.closeLocked()
+		return
+	}
+	o.closed, o.lingering = true, true
+	o.buf, o.held = nil, nil
+	close(o.done)
+}
+
+// linger closes a connection that closeWhenDrained left open (and does
+// nothing otherwise), as net/http's closeWriteAndWait and nginx's
+// lingering_close do: closing a socket whose input has not all been read
+// makes the system send a TCP reset, and a reset can destroy the replies
+// written just before, still on their way or unread in the client's
+// buffer. So linger shuts down the write side, after which the client
+// reads everything written and then the end of file, reads and discards
+// what the client still sends until it closes its side, for lingerTime or
+// lingerBytes at most, and closes the connection. closeNow cuts it short.
+// It runs on the connection's reading goroutine, after o.wait.
+//
+//go:noinline
+func (o *outbox) linger() {
+	o.mu.Lock()
+	lingering := o.lingering
+	o.mu.Unlock()
+	if !lingering {
+		return
+	}
+	defer o.closeNow()
+	if o.timeout > 0 {
+		o.conn.SetWriteDeadline(time.Now().Add(o.timeout)) // TLS writes an alert
+	}
+	if err := o.conn.(closeWriter).CloseWrite(); err != nil {
+		return
+	}
+	end := time.Now().Add(lingerTime)
+	buf := make([]byte, 4096)
+	for n := 0; n < lingerBytes; {
+		// Set again after each read: Shutdown's wake-up may reset it.
+		o.conn.SetReadDeadline(end)
+		m, err := o.conn.Read(buf)
+		n += m
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(end) {
+				continue
+			}
+			return
+		}
 	}
 }
 
@@ -439,6 +514,10 @@ func (o *outbox) closeNow() {
 
 func (o *outbox) closeLocked() {
 	if o.closed {
+		if o.lingering { // closed for writing only, until now
+			o.lingering = false
+			o.conn.Close()
+		}
 		return
 	}
 	o.closed = true

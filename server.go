@@ -674,6 +674,7 @@ func (c *conn) serve() error {
 		c.out.closeNow()
 	}
 	c.out.wait()
+	c.out.linger() // closes what closeWhenDrained left open
 	if err != nil {
 		c.logAt(zap.InfoLevel, "connection closed", zap.NamedError("reason", err))
 	} else {

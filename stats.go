@@ -54,7 +54,7 @@ const (
 
 var (
 	inNames  = [numIn]string{"login", "list", "sendto", "logout", "malformed"}
-	outKinds = [numOut]string{"RESPONSE", "LIST", "SENDTO"}
+	outKinds = [numOut]string{"response", "list", "sendto"}
 )
 
 // counters are the running totals of one connection, or of all the closed
@@ -100,7 +100,10 @@ type Stats struct {
 	// FramesIn counts the frames received by kind: login, list, sendto,
 	// logout, and malformed for those that could not be parsed.
 	FramesIn map[string]uint64
-	// FramesOut counts the frames queued by kind: RESPONSE, LIST, SENDTO.
+	// FramesOut counts the frames queued for clients by kind: response,
+	// list, sendto. A frame queued is not necessarily written: what is
+	// queued for a connection dropped as a slow consumer, or closed at
+	// once, is discarded.
 	FramesOut map[string]uint64
 	// Failures counts the requests answered Failure, by FailureReason.
 	Failures map[string]uint64

@@ -234,7 +234,7 @@ func TestStats(t *testing.T) {
 	st := srv.Stats()
 	statsCheck(t, "at the end", st, 0, 0, 5, 1, 1, 1, 1)
 	wantIn := map[string]uint64{"login": 7, "list": 21, "sendto": 5, "logout": 2, "malformed": 2}
-	wantOut := map[string]uint64{"RESPONSE": 19, "LIST": 21, "SENDTO": 2}
+	wantOut := map[string]uint64{"response": 19, "list": 21, "sendto": 2}
 	wantFail := map[string]uint64{}
 	for r := range numFailureReasons {
 		wantFail[r.String()] = 0

@@ -117,17 +117,12 @@ type Config struct {
 	// omission).
 	Rate float64
 
-	// ServerPID, if not zero, is the server's process id on this machine:
-	// Run reports its CPU time over the run and its resident memory before
-	// and after, from /proc (Result.Server).
-	ServerPID int
-
-	// ServerPIDs are the process ids of several servers, measured like
-	// ServerPID (which, if not zero, comes first): Result.Servers reports
-	// each, or Result.Server the only one. With as many PIDs as addresses
-	// in Addr, PID i is taken for the server at address i, whose clients
-	// divide its memory growth; a single PID is charged with all clients.
-	// Any other number of PIDs is an error.
+	// ServerPIDs are the process ids of the servers on this machine: Run
+	// reports each one's CPU time over the run and its resident memory
+	// before and after, from /proc, in Result.Servers. With as many PIDs
+	// as addresses in Addr, PID i is taken for the server at address i,
+	// whose clients divide its memory growth; a single PID is charged with
+	// all the clients. Any other number of PIDs is an error.
 	ServerPIDs []int
 
 	// List has Idle mode ask for the list of names at the end, from one
@@ -159,7 +154,7 @@ func (c Config) withDefaults() (Config, error) {
 	if err != nil {
 		return c, err
 	}
-	if pids := c.serverPIDs(); len(pids) > 1 && len(pids) != len(addrs) {
+	if pids := c.ServerPIDs; len(pids) > 1 && len(pids) != len(addrs) {
 		return c, fmt.Errorf("%d server PIDs for %d server addresses: give one PID, or one per address in the same order", len(pids), len(addrs))
 	}
 	for _, pid := range c.ServerPIDs {
@@ -283,15 +278,6 @@ func (c *Config) clientsPerServer(n int) []int {
 		per[c.serverOf(i, n)]++
 	}
 	return per
-}
-
-// serverPIDs returns the server processes to measure: ServerPID, if not
-// zero, and ServerPIDs.
-func (c *Config) serverPIDs() []int {
-	if c.ServerPID == 0 {
-		return c.ServerPIDs
-	}
-	return append([]int{c.ServerPID}, c.ServerPIDs...)
 }
 
 // split divides n things among k parts as evenly as possible and returns

@@ -650,7 +650,7 @@ func TestRunClusterIdle(t *testing.T) {
 }
 
 // TestServerPIDs measures several "servers" (this process, under each
-// address) and checks the per-server report, and that one PID keeps the
+// address) and checks the per-server report, and that one PID gets the
 // single-server report.
 func TestServerPIDs(t *testing.T) {
 	cl := newCluster(t, 3)
@@ -658,8 +658,8 @@ func TestServerPIDs(t *testing.T) {
 	cfg := Config{Addr: strings.Join(cl.addrs, ","), Clients: 6, Mode: Pairs, Messages: 600, ServerPIDs: []int{pid, pid, pid}, Prefix: "p1-"}
 	res := run(t, cfg)
 	checkConsistent(t, res)
-	if res.Server != nil || len(res.Servers) != 3 {
-		t.Fatalf("server %+v, servers %d; want 3 servers", res.Server, len(res.Servers))
+	if len(res.Servers) != 3 {
+		t.Fatalf("%d servers; want 3", len(res.Servers))
 	}
 	for i, s := range res.Servers {
 		if s.PID != pid || s.Addr != cl.addrs[i] || s.Clients != 2 || s.RSSAfterKiB <= 0 {
@@ -671,7 +671,6 @@ func TestServerPIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		Server  *json.RawMessage `json:"server"`
 		Servers []struct {
 			PID     int    `json:"pid"`
 			Addr    string `json:"addr"`
@@ -681,7 +680,7 @@ func TestServerPIDs(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Server != nil || len(got.Servers) != 3 || got.Servers[2].Addr != cl.addrs[2] || got.Servers[2].Clients != 2 {
+	if len(got.Servers) != 3 || got.Servers[2].Addr != cl.addrs[2] || got.Servers[2].Clients != 2 {
 		t.Errorf("JSON: %s", out.Bytes())
 	}
 	var table strings.Builder
@@ -699,12 +698,11 @@ func TestServerPIDs(t *testing.T) {
 		t.Errorf("two processes: table\n%s", table.String())
 	}
 
-	// One PID, several addresses: the one server, as before, with all
-	// the clients.
-	cfg.ServerPIDs, cfg.ServerPID, cfg.Prefix = nil, pid, "p2-"
+	// One PID, several addresses: the one server, with all the clients.
+	cfg.ServerPIDs, cfg.Prefix = []int{pid}, "p2-"
 	res = run(t, cfg)
-	if res.Server == nil || res.Servers != nil || res.Server.PID != pid || res.Server.Addr != "" {
-		t.Errorf("one PID: server %+v, servers %v", res.Server, res.Servers)
+	if len(res.Servers) != 1 || res.Servers[0].PID != pid || res.Servers[0].Addr != "" || res.Servers[0].Clients != cfg.Clients {
+		t.Errorf("one PID: servers %+v", res.Servers)
 	}
 	table.Reset()
 	res.WriteTable(&table)

@@ -84,23 +84,26 @@ func sampleProcs(pids []int) ([]procSample, error) {
 }
 
 // serverUsages sums up the readings of the server processes pids (see
-// Config.ServerPIDs): the only one as single, or several as multi.
-func serverUsages(cfg *Config, pids []int, before, start, end []procSample, wall time.Duration) (single *ServerUsage, multi []*ServerUsage) {
-	switch len(pids) {
-	case 0:
-		return nil, nil
-	case 1:
-		return serverUsage(pids[0], cfg.Clients, before[0], start[0], end[0], wall), nil
+// Config.ServerPIDs), one for each.
+func serverUsages(cfg *Config, pids []int, before, start, end []procSample, wall time.Duration) []*ServerUsage {
+	if len(pids) == 0 {
+		return nil
 	}
-	addrs, _ := splitAddrs(cfg.Addr) // checked by withDefaults: one per PID
-	clients := cfg.clientsPerServer(len(addrs))
-	multi = make([]*ServerUsage, len(pids))
+	addrs, _ := splitAddrs(cfg.Addr) // checked by withDefaults
+	if len(pids) == 1 && len(addrs) > 1 {
+		// One process for several addresses: charged with all clients.
+		u := serverUsage(pids[0], cfg.Clients, before[0], start[0], end[0], wall)
+		u.Clients = cfg.Clients
+		return []*ServerUsage{u}
+	}
+	clients := cfg.clientsPerServer(len(addrs)) // one address per PID
+	usages := make([]*ServerUsage, len(pids))
 	for i, pid := range pids {
 		u := serverUsage(pid, clients[i], before[i], start[i], end[i], wall)
 		u.Addr, u.Clients = addrs[i], clients[i]
-		multi[i] = u
+		usages[i] = u
 	}
-	return nil, multi
+	return usages
 }
 
 // serverUsage sums up the server's readings before the clients connected

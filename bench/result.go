@@ -53,12 +53,8 @@ type Result struct {
 	CPUUserS float64 `json:"cpu_user_s"`
 	CPUSysS  float64 `json:"cpu_sys_s"`
 
-	// Server is what /proc says of Config.ServerPID, or of the one PID in
-	// Config.ServerPIDs; nil without it.
-	Server *ServerUsage `json:"server,omitempty"`
-
-	// Servers is what /proc says of each server when there are several
-	// PIDs (Config.ServerPIDs), in their order; Server is nil then.
+	// Servers is what /proc says of each server of Config.ServerPIDs, in
+	// their order; empty without them.
 	Servers []*ServerUsage `json:"servers,omitempty"`
 
 	// List is Idle mode's list request at the end; nil without one.
@@ -70,7 +66,8 @@ type Result struct {
 type ServerUsage struct {
 	PID int `json:"pid"`
 	// Addr and Clients are the server's address and the clients that
-	// connected to it, when there are several servers (Result.Servers).
+	// connected to it; Addr is empty when one PID stands for several
+	// addresses, and Clients is then all the clients.
 	Addr     string  `json:"addr,omitempty"`
 	Clients  int     `json:"clients,omitempty"`
 	CPUUserS float64 `json:"cpu_user_s"` // over the run (from start of traffic to its end)
@@ -220,10 +217,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row(name+" cpu", "user %.2f s, sys %.2f s (%.0f%% of one core)", s.CPUUserS, s.CPUSysS, s.CPUPercent)
 		row(name+" rss", "%s KiB before, %s KiB after (%.2f KiB per client), peak %s KiB", group(uint64(s.RSSBeforeKiB)), group(uint64(s.RSSAfterKiB)), s.RSSPerClientKiB, group(uint64(s.RSSPeakKiB)))
 	}
-	if s := r.Server; s != nil {
-		serverRows("server", s)
+	if len(r.Servers) == 1 {
+		serverRows("server", r.Servers[0])
 	}
-	if len(r.Servers) > 0 {
+	if len(r.Servers) > 1 {
 		var user, sys, pct float64
 		pids := make(map[int]bool)
 		for i, s := range r.Servers {

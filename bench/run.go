@@ -36,7 +36,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := checkFileLimit(cfg.maxShare()); err != nil {
 		return nil, err
 	}
-	pids := cfg.serverPIDs()
+	pids := cfg.ServerPIDs
 	before, err := sampleProcs(pids)
 	if err != nil {
 		return nil, err
@@ -155,7 +155,7 @@ wait:
 	res.ConnectS = round(connectS, 3)
 	res.CPUUserS = round(res.CPUUserS+user1-user0, 2)
 	res.CPUSysS = round(res.CPUSysS+sys1-sys0, 2)
-	res.Server, res.Servers = serverUsages(&cfg, pids, before, srvStart, srvEnd, wall)
+	res.Servers = serverUsages(&cfg, pids, before, srvStart, srvEnd, wall)
 	res.List = list
 	return res, nil
 }
@@ -178,7 +178,6 @@ func newWorkers(cfg Config) ([]worker, error) {
 		child := cfg
 		child.Procs = 1
 		child.Progress = nil
-		child.ServerPID = 0
 		child.ServerPIDs = nil
 		child.List = false
 		if cfg.pairwise() {

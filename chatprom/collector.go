@@ -4,7 +4,15 @@
 //	reg.MustRegister(chatprom.NewCollector(srv))
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
-// Every metric's name starts with chat_.
+// Every metric's name starts with chat_. A program serving /metrics
+// usually registers, next to the Collector, the Go runtime's and the
+// process's collectors and the binary's build information:
+//
+//	reg.MustRegister(
+//		collectors.NewGoCollector(),
+//		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+//		chatprom.NewBuildInfoCollector(),
+//	)
 package chatprom
 
 import (
@@ -31,16 +39,14 @@ var (
 	connsDesc     = desc("connections", "Connections open now.")
 	usersDesc     = desc("users_logged_in", "Users logged in through this server now.")
 	acceptedDesc  = desc("connections_accepted_total", "Connections served.")
-	refusedDesc   = desc("connections_refused_total", "Connections closed at once because of -max-conns or -max-conns-per-ip.")
+	refusedDesc   = desc("connections_refused_total", "Connections closed at once because the server held its most connections, in all or from one IP address.")
 	slowDesc      = desc("slow_consumers_dropped_total", "Connections dropped because writes to them made no progress.")
 	floodDesc     = desc("floods_dropped_total", "Connections closed for flooding past the rate limit.")
 	timeoutDesc   = desc("timeouts_total", "Connections closed by the login or frame timeout.")
 	tooLargeDesc  = desc("frames_too_large_total", "Connections closed after a frame length beyond the limit.")
 	framesInDesc  = desc("frames_received_total", "Frames received, by kind.", "kind")
-	framesOutDesc = desc("frames_sent_total", "Frames queued for clients, by kind.", "kind")
+	framesOutDesc = desc("frames_queued_total", "Frames queued for clients, by kind; what is queued for a connection dropped at once is not written.", "kind")
 	failuresDesc  = desc("failures_total", "Requests answered Failure, by reason.", "reason")
-	malformedDesc = desc("malformed_frames_total", "Frames that could not be parsed.")
-	limitedDesc   = desc("rate_limited_requests_total", "Requests refused by the rate limit.")
 	relayedDesc   = desc("messages_relayed_total", "Messages queued for their recipient.")
 	bytesInDesc   = desc("received_bytes_total", "Bytes read from clients.")
 	bytesOutDesc  = desc("sent_bytes_total", "Bytes written to clients.")
@@ -50,7 +56,7 @@ var (
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		connsDesc, usersDesc, acceptedDesc, refusedDesc, slowDesc, floodDesc, timeoutDesc, tooLargeDesc,
-		framesInDesc, framesOutDesc, failuresDesc, malformedDesc, limitedDesc, relayedDesc, bytesInDesc, bytesOutDesc,
+		framesInDesc, framesOutDesc, failuresDesc, relayedDesc, bytesInDesc, bytesOutDesc,
 	} {
 		ch <- d
 	}
@@ -82,8 +88,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, v := range st.Failures {
 		counter(failuresDesc, v, reason)
 	}
-	counter(malformedDesc, st.FramesIn["malformed"])
-	counter(limitedDesc, st.Failures[chat.FailRateLimited.String()])
 	counter(relayedDesc, st.Relayed)
 	counter(bytesInDesc, st.BytesIn)
 	counter(bytesOutDesc, st.BytesOut)

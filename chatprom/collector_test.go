@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,7 +64,7 @@ chat_users_logged_in USERS
 # HELP chat_connections_accepted_total Connections served.
 # TYPE chat_connections_accepted_total counter
 chat_connections_accepted_total 3
-# HELP chat_connections_refused_total Connections closed at once because of -max-conns or -max-conns-per-ip.
+# HELP chat_connections_refused_total Connections closed at once because the server held its most connections, in all or from one IP address.
 # TYPE chat_connections_refused_total counter
 chat_connections_refused_total 0
 # HELP chat_slow_consumers_dropped_total Connections dropped because writes to them made no progress.
@@ -85,11 +86,11 @@ chat_frames_received_total{kind="login"} 2
 chat_frames_received_total{kind="logout"} 0
 chat_frames_received_total{kind="malformed"} 1
 chat_frames_received_total{kind="sendto"} 2
-# HELP chat_frames_sent_total Frames queued for clients, by kind.
-# TYPE chat_frames_sent_total counter
-chat_frames_sent_total{kind="LIST"} 10
-chat_frames_sent_total{kind="RESPONSE"} 7
-chat_frames_sent_total{kind="SENDTO"} 1
+# HELP chat_frames_queued_total Frames queued for clients, by kind; what is queued for a connection dropped at once is not written.
+# TYPE chat_frames_queued_total counter
+chat_frames_queued_total{kind="list"} 10
+chat_frames_queued_total{kind="response"} 7
+chat_frames_queued_total{kind="sendto"} 1
 # HELP chat_failures_total Requests answered Failure, by reason.
 # TYPE chat_failures_total counter
 chat_failures_total{reason="already_logged_in"} 0
@@ -103,12 +104,6 @@ chat_failures_total{reason="queue_full"} 0
 chat_failures_total{reason="rate_limited"} 2
 chat_failures_total{reason="unavailable"} 0
 chat_failures_total{reason="vetoed"} 0
-# HELP chat_malformed_frames_total Frames that could not be parsed.
-# TYPE chat_malformed_frames_total counter
-chat_malformed_frames_total 1
-# HELP chat_rate_limited_requests_total Requests refused by the rate limit.
-# TYPE chat_rate_limited_requests_total counter
-chat_rate_limited_requests_total 2
 # HELP chat_messages_relayed_total Messages queued for their recipient.
 # TYPE chat_messages_relayed_total counter
 chat_messages_relayed_total 1
@@ -120,9 +115,13 @@ var collectorNames = []string{
 	"chat_connections", "chat_users_logged_in", "chat_connections_accepted_total",
 	"chat_connections_refused_total", "chat_slow_consumers_dropped_total", "chat_floods_dropped_total",
 	"chat_timeouts_total", "chat_frames_too_large_total", "chat_frames_received_total",
-	"chat_frames_sent_total", "chat_failures_total", "chat_malformed_frames_total",
-	"chat_rate_limited_requests_total", "chat_messages_relayed_total",
+	"chat_frames_queued_total", "chat_failures_total", "chat_messages_relayed_total",
 }
+
+var (
+	flagName  = regexp.MustCompile(`(^|\s)-[a-z]`)
+	snakeCase = regexp.MustCompile(`^[a-z]+(_[a-z]+)*$`)
+)
 
 // TestCollector drives a server through a session with a relayed message,
 // a failure, lists, a malformed frame and requests past the rate limit, and
@@ -200,9 +199,10 @@ func TestCollector(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
-	// 13 metrics without labels, 5 kinds received, 3 sent, 11 reasons.
-	if n := testutil.CollectAndCount(collector); n != 13+5+3+11 {
-		t.Errorf("%d series collected, want 32", n)
+	// 11 metrics without labels, 5 kinds received, 3 queued, and a series
+	// for each failure reason.
+	if n, want := testutil.CollectAndCount(collector), 11+5+3+len(cs.srv.Stats().Failures); n != want {
+		t.Errorf("%d series collected, want %d", n, want)
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -211,6 +211,18 @@ func TestCollector(t *testing.T) {
 	for _, mf := range mfs {
 		if !strings.HasPrefix(mf.GetName(), "chat_") {
 			t.Errorf("metric %s does not start with chat_", mf.GetName())
+		}
+		// Help texts speak of the server, not of one program's flags.
+		if flagName.MatchString(mf.GetHelp()) {
+			t.Errorf("metric %s: help %q names a command-line flag", mf.GetName(), mf.GetHelp())
+		}
+		// Label values are snake case, as in the failure reasons.
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if !snakeCase.MatchString(l.GetValue()) {
+					t.Errorf("metric %s: label %s=%q is not lower snake case", mf.GetName(), l.GetName(), l.GetValue())
+				}
+			}
 		}
 	}
 

@@ -31,7 +31,7 @@ import (
 const timeout = 15 * time.Second
 
 // The programs under test, built once by TestMain.
-var serverBin, clientBin string
+var serverBin, clientBin, benchBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "chat-e2e-")
@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds chatserver and chatclient into dir, without -race: the
+// build builds chatserver, chatclient and chatbench into dir, without -race: the
 // programs are what is tested, the race detector only slows them down.
 func build(dir string) error {
 	goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first
@@ -58,12 +58,14 @@ func build(dir string) error {
 	}
 	cmd := exec.Command(goBin, "build", "-o", dir+string(filepath.Separator),
 		"github.com/seedchat/chat/examples/chatserver",
-		"github.com/seedchat/chat/examples/chatclient")
+		"github.com/seedchat/chat/examples/chatclient",
+		"github.com/seedchat/chat/examples/chatbench")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%v\n%s", err, out)
 	}
 	serverBin = filepath.Join(dir, "chatserver")
 	clientBin = filepath.Join(dir, "chatclient")
+	benchBin = filepath.Join(dir, "chatbench")
 	return nil
 }
 

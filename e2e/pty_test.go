@@ -33,8 +33,17 @@ type terminal struct {
 	done chan struct{} // closed when the program has ended
 }
 
-// startTerminal starts chatclient connected to srv in a 24×80 terminal.
+// startTerminal starts chatclient connected to srv in a 24×80 terminal;
+// its standard error is kept apart.
 func startTerminal(t *testing.T, name string, srv *server, flags ...string) *terminal {
+	t.Helper()
+	return startTerminalWith(t, name, srv, false, flags...)
+}
+
+// startTerminalWith starts chatclient connected to srv in a 24×80
+// terminal; with sharedStderr, its standard error goes to the terminal
+// too, as it does for a user.
+func startTerminalWith(t *testing.T, name string, srv *server, sharedStderr bool, flags ...string) *terminal {
 	t.Helper()
 	term := &terminal{
 		t:       t,
@@ -45,7 +54,11 @@ func startTerminal(t *testing.T, name string, srv *server, flags ...string) *ter
 		done:    make(chan struct{}),
 	}
 	term.cmd.Env = append(os.Environ(), "TERM=xterm")
-	term.cmd.Stderr = term.stderr
+	if !sharedStderr {
+		term.cmd.Stderr = term.stderr
+	} else {
+		term.stderr.close() // nothing comes there
+	}
 	term.cmd.WaitDelay = timeout
 	f, err := pty.StartWithSize(term.cmd, &pty.Winsize{Rows: 24, Cols: 80})
 	if err != nil {

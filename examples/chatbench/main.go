@@ -12,7 +12,7 @@
 //
 //	chatbench -addr 127.0.0.1:9000 -clients 2 -mode pairs -window 1000 -duration 5s
 //	chatbench -clients 2 -mode pingpong -duration 5s -json
-//	chatbench -clients 15000 -mode idle -procs 2 -duration 5s -server-pid $(pidof chatserver)
+//	chatbench -clients 15000 -mode idle -procs 2 -duration 5s -server-pid $(pgrep -d, chatserver)
 //
 // -addr may list several servers that act as one chat, separated by
 // commas: client i connects to server i mod n, except that pairs and
@@ -66,12 +66,11 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	var cfg bench.Config
 	var mode string
-	var idle, asJSON, quiet bool
+	var asJSON, quiet bool
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT`, or several servers of one chat separated by commas (client i on server i mod n; the two of a pair on different servers)")
 	fs.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "clients in all")
 	fs.StringVar(&mode, "mode", string(bench.Pairs), "traffic: pairs, random, pingpong or idle")
-	fs.BoolVar(&idle, "idle", false, "the same as -mode idle")
 	fs.IntVar(&cfg.Size, "size", bench.DefaultSize, "text `BYTES` per message (at least 16)")
 	fs.IntVar(&cfg.Window, "window", bench.DefaultWindow, "requests in flight per client (pingpong: always 1)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long to send after the warm-up (default 10s unless -messages)")
@@ -80,12 +79,16 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "send for this long before measuring (needs -duration)")
 	fs.IntVar(&cfg.Procs, "procs", 1, "spread the clients over this many child processes")
 	fs.Var((*pidList)(&cfg.ServerPIDs), "server-pid", "report this local process's CPU time and memory (from /proc); several `PID`s separated by commas, one per -addr in the same order")
-	fs.BoolVar(&cfg.List, "list", true, "idle mode: ask for the list of names at the end")
-	fs.StringVar(&cfg.Prefix, "prefix", "", "start of the generated user names (default b<pid>-)")
-	fs.DurationVar(&cfg.MaxTime, "max-time", bench.DefaultMaxTime, "the longest a -messages run may take")
-	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "how long to wait at the end for replies and messages in flight")
+	fs.BoolVar(&cfg.List, "list", true, "idle mode: at the end, ask for the list of names from one more connection and report how many came back and how long it took (-list=false: not)")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "the clients log in as `PREFIX`0, PREFIX1, ...; give each chatbench running against the same servers its own (default b<pid>-)")
+	fs.DurationVar(&cfg.MaxTime, "max-time", bench.DefaultMaxTime, "stop a -messages run without -duration after this long, even if not all the messages were sent")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "at the end, how long to wait for the replies and messages still in flight; what has not arrived by then is reported lost")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	fs.BoolVar(&quiet, "q", false, "no progress lines")
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,9 +101,6 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	cfg.Mode = bench.Mode(mode)
-	if idle {
-		cfg.Mode = bench.Idle
-	}
 	if !quiet {
 		cfg.Progress = os.Stderr
 	}
@@ -114,6 +114,18 @@ func run(ctx context.Context, args []string) error {
 	}
 	return res.WriteTable(os.Stdout)
 }
+
+// usageHead is the start of the -h output, before the flags.
+const usageHead = `usage: chatbench [flags]
+chatbench puts a load on chat servers and measures it.
+
+It connects -clients clients to -addr, logs them in under generated
+names, has them message one another (-mode) for -duration or until
+-messages are sent, and prints a progress line each second on standard
+error and a summary on standard output.
+
+Flags:
+`
 
 // pidList is the value of -server-pid: process ids separated by commas.
 type pidList []int

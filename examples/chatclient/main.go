@@ -19,6 +19,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chzyer/readline"
@@ -52,7 +55,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "the private key of -tls-cert, in `FILE` (PEM)")
 	fs.DurationVar(&c.timeout, "connect-timeout", 10*time.Second, "give up connecting after this long")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: chatclient [flags] [HOST [PORT]]")
+		io.WriteString(fs.Output(), usageHead)
 		fs.PrintDefaults()
 	}
 	fs.SetOutput(io.Discard)
@@ -81,6 +84,35 @@ func parseFlags(args []string) (*config, error) {
 	c.tls = c.tls || c.tlsCA != "" || c.tlsServerName != "" || c.tlsCert != ""
 	return &c, nil
 }
+
+// usageHead is the start of the -h output, before the flags.
+const usageHead = `usage: chatclient [flags] [HOST [PORT]]
+chatclient is the command-line chat client.
+
+It connects to the chat server at HOST (default 127.0.0.1) and PORT
+(default 9000), then carries out the commands it reads, one a line, and
+prints the replies and the messages that arrive.
+
+Commands (a line with an error prints it and sends nothing):
+  login NAME        log in as NAME: 1 to 20 characters, no white space,
+                    nothing after it (else: Bad username); names are case
+                    sensitive
+  list              print the names logged in, on one line
+  sendto NAME TEXT  send TEXT (the rest of the line after one space or tab,
+                    at most 65535 characters) to NAME (a bad or missing
+                    NAME or TEXT: Bad username; a TEXT too long: Bad message)
+  logout            log out; the connection stays open
+  exit              close the connection and end (so does the end of input)
+  list, logout and exit take no parameters (else: Invalid command), and an
+  unknown command prints Invalid command.
+Replies: Success, Failure (the server refused: a name taken, a recipient not
+logged in, ...) or Malformed packet. Incoming messages print as "NAME: TEXT".
+
+At a terminal it offers a prompt with editing, history and Tab completion;
+from a pipe or a file it prints only the replies, errors and messages.
+
+Flags:
+`
 
 // defaultHistory is the history file under the user's cache directory, or
 // their home directory.
@@ -130,6 +162,16 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "chatclient:", err)
 		return 1
 	}
+	var p *prompt // at a terminal
+	fatal := func(msg string) int {
+		if p != nil {
+			// The prompt may be on the screen: end it, and print over it.
+			p.Close()
+			io.WriteString(os.Stdout, "\r\x1b[K")
+		}
+		fmt.Fprintln(os.Stderr, "chatclient:", msg)
+		return 1
+	}
 
 	// At a terminal, a readline prompt; otherwise plain lines.
 	var in chat.LineReader
@@ -141,20 +183,23 @@ func run(args []string) int {
 			os.MkdirAll(filepath.Dir(cfg.history), 0o700)
 		}
 		stdin := readline.NewCancelableStdin(os.Stdin)
+		var ops atomic.Pointer[readline.Operation] // for onKey, once made
 		rl, err := readline.NewEx(&readline.Config{
-			Stdin:             stdin,
-			Prompt:            "> ",
-			HistoryFile:       cfg.history,
-			HistorySearchFold: true,
-			AutoComplete:      completer(func(line []rune, pos int) ([][]rune, int) { return con.Complete(line, pos) }),
-			InterruptPrompt:   "^C",
-			EOFPrompt:         "exit",
+			Stdin:               stdin,
+			Prompt:              "> ",
+			HistoryFile:         cfg.history,
+			HistorySearchFold:   true,
+			AutoComplete:        completer(func(line []rune, pos int) ([][]rune, int) { return con.Complete(line, pos) }),
+			InterruptPrompt:     "^C",
+			EOFPrompt:           "exit",
+			FuncFilterInputRune: func(r rune) (rune, bool) { return onKey(ops.Load(), r) },
 		})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "chatclient:", err)
 			return 1
 		}
-		p := prompt{rl, stdin}
+		ops.Store(rl.Operation)
+		p = &prompt{rl: rl, stdin: stdin}
 		defer p.Close()
 		in, out = p, rl.Stdout()
 	} else {
@@ -170,30 +215,64 @@ func run(args []string) int {
 	client, err := chat.Dial(ctx, cfg.addr, opts...)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "chatclient: cannot connect to %s: %v\n", cfg.addr, err)
-		return 1
+		return fatal(fmt.Sprintf("cannot connect to %s: %s", cfg.addr, describe(err, cfg)))
 	}
 	defer client.Close()
 
-	err = con.Run(context.Background(), client, in)
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, chat.ErrClosed):
-		fmt.Fprintln(os.Stderr, "chatclient: the server closed the connection:", err)
-	default:
-		fmt.Fprintln(os.Stderr, "chatclient:", err)
+	if err := con.Run(context.Background(), client, in); err != nil {
+		return fatal(describe(err, cfg))
 	}
-	return 1
+	return 0
+}
+
+// describe says why the connection could not be made or has ended, for
+// the user: one sentence, without the library's "chat: " prefix.
+func describe(err error, cfg *config) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "certificate") {
+		// A TLS alert from the server about the client's certificate. The
+		// client sends none when the server asks for one from an authority
+		// the certificate is not from: the server then says "certificate
+		// required" although the user gave one.
+		if cfg.tlsCert == "" {
+			return fmt.Sprintf("the server requires a client certificate (-tls-cert and -tls-key) (%v)", op)
+		}
+		return fmt.Sprintf("the server did not accept the certificate in %s (%v)", cfg.tlsCert, op)
+	}
+	return strings.TrimPrefix(err.Error(), "chat: ")
+}
+
+// onKey sees each key before readline does. After Tab has listed the
+// completions, readline is in its completion mode, where Ctrl-C only
+// leaves that mode and keeps the line; leaving it here first lets Ctrl-C
+// clear the line, as it does otherwise. It runs on readline's goroutine,
+// which owns that mode.
+func onKey(ops *readline.Operation, r rune) (rune, bool) {
+	if r == readline.CharInterrupt && ops != nil && ops.IsInCompleteMode() {
+		ops.ExitCompleteMode(false)
+	}
+	return r, true
 }
 
 // prompt reads lines at a readline prompt; Ctrl-C clears the line.
 type prompt struct {
 	rl    *readline.Instance
 	stdin io.Closer // the readline's standard input
+
+	mu      sync.Mutex
+	closed  bool
+	reading sync.WaitGroup // a Readline under way
 }
 
-func (p prompt) ReadLine() (string, error) {
+func (p *prompt) ReadLine() (string, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return "", io.EOF
+	}
+	p.reading.Add(1)
+	p.mu.Unlock()
+	defer p.reading.Done()
 	for {
 		line, err := p.rl.Readline()
 		if err == readline.ErrInterrupt {
@@ -203,12 +282,22 @@ func (p prompt) ReadLine() (string, error) {
 	}
 }
 
-// Close ends a read under way and restores the terminal. readline's own
-// Close does not reach the reader it wraps around a Stdin given in its
+// Close ends a read under way, waits for it to end (and so for readline
+// to stop drawing), and restores the terminal; it is idempotent. readline's
+// own Close does not reach the reader it wraps around a Stdin given in its
 // Config, and would wait for it forever; closing that first ends the read.
-func (p prompt) Close() error {
+func (p *prompt) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
 	p.stdin.Close()
-	return p.rl.Close()
+	err := p.rl.Close()
+	p.reading.Wait()
+	return err
 }
 
 // completer adapts a function to readline.AutoCompleter.

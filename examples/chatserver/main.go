@@ -28,6 +28,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seedchat/chat"
 	"github.com/seedchat/chat/chatprom"
@@ -73,6 +74,19 @@ type config struct {
 	natsReplicas    int
 }
 
+// usageHead is the start of the -h output, before the flags.
+const usageHead = `usage: chatserver [flags]
+chatserver runs a chat server, relaying messages between its clients.
+
+It serves plain TCP on 127.0.0.1:9000 unless told otherwise, and logs to
+standard error. With -nats it joins a cluster of chat servers: users
+connected to any of them chat as on one server. SIGINT or SIGTERM shut
+it down gracefully: the replies owed are sent, the connections closed,
+and it exits with status 0.
+
+Flags:
+`
+
 func parseFlags(args []string) (*config, error) {
 	var c config
 	fs := flag.NewFlagSet("chatserver", flag.ContinueOnError)
@@ -100,6 +114,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
 	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node not heard from for this long")
 	fs.IntVar(&c.natsReplicas, "nats-replicas", 1, "the copies JetStream keeps of the cluster's table of users, when the first node creates it (3 for a cluster of three NATS servers)")
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -292,7 +310,12 @@ func pprofHandler() http.Handler {
 
 func metricsHandler(srv *chat.Server) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(chatprom.NewCollector(srv))
+	reg.MustRegister(
+		chatprom.NewCollector(srv),
+		chatprom.NewBuildInfoCollector(),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
