@@ -214,6 +214,15 @@ type batch struct {
 	timer    *time.Timer // asks about it once it is late
 }
 
+// itemBufs holds the buffers of batches sent, for new batches.
+var itemBufs = sync.Pool{New: func() any { return make([]byte, 0, 4<<10) }}
+
+// newBatch starts a batch for l, with room for the header.
+func newBatch(l *link) *batch {
+	buf := itemBufs.Get().([]byte)
+	return &batch{link: l, items: append(buf, make([]byte, l.d.headerSize)...)}
+}
+
 // deliver appends a message for the user to, whose login has token, to
 // the gathering batch; a batch grown to maxBatch is sent at once.
 func (l *link) deliver(token uint64, to, from string, text []byte, r chat.Receipt) {
@@ -223,7 +232,7 @@ func (l *link) deliver(token uint64, to, from string, text []byte, r chat.Receip
 		l.sendLocked()
 	}
 	if l.b == nil {
-		l.b = &batch{link: l, items: make([]byte, l.d.headerSize, 4<<10)}
+		l.b = newBatch(l)
 	}
 	l.b.items = appendItem(l.b.items, token, to, from, text)
 	l.b.receipts = append(l.b.receipts, r)
@@ -256,9 +265,12 @@ func (l *link) sendLocked() {
 
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, deadline: now.Add(d.cfg.Timeout)}
 	appendHeader(b.items[:0], h) // into the room left for it
-	msg := b.items
+	err := d.nc.PublishMsg(&nats.Msg{Subject: l.subject, Reply: d.ackPrefix + strconv.FormatUint(b.seq, 10), Data: b.items})
+	// The NATS client has copied the batch: its buffer serves again.
+	if cap(b.items) <= maxBatch+maxBatch/4 {
+		itemBufs.Put(b.items[:0])
+	}
 	b.items = nil
-	err := d.nc.PublishMsg(&nats.Msg{Subject: l.subject, Reply: d.ackPrefix + strconv.FormatUint(b.seq, 10), Data: msg})
 	if err != nil {
 		d.settle(b.seq, nil, fmt.Errorf("%w: node %s: %v", chat.ErrUnavailable, l.node, err))
 	}
