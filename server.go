@@ -792,6 +792,9 @@ func (c *conn) login(b []byte) (bool, FailureReason) {
 		if errors.Is(err, ErrNameTaken) {
 			return false, FailNameTaken
 		}
+		if errors.Is(err, ErrNameLookalike) {
+			return false, FailLookalike
+		}
 		c.logAt(zap.WarnLevel, "login not recorded", zap.String("name", name), zap.Error(err))
 		return false, FailUnavailable
 	}
