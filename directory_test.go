@@ -249,21 +249,21 @@ func TestMemoryDirectoryConcurrent(t *testing.T) {
 	// told it looks like a logged-in name.
 	looks := []string{"paypal", "pаypal", "paypa1", "paypaI", "pаypа1", "раураl"}
 	run(func(i int) { errs[i] = d.Login(looks[i%len(looks)], peers[i]) })
-	winner = -1
+	won := -1
 	for i, err := range errs {
 		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("Login of lookalikes succeeded twice: %+q and %+q", looks[winner%len(looks)], looks[i%len(looks)])
+		case err == nil && won >= 0:
+			t.Fatalf("Login of lookalikes succeeded twice: %+q and %+q", looks[won%len(looks)], looks[i%len(looks)])
 		case err == nil:
-			winner = i
+			won = i
 		case !errors.Is(err, ErrNameLookalike) && !errors.Is(err, ErrNameTaken):
 			t.Fatalf("Login %d: %v, want nil, ErrNameLookalike or ErrNameTaken", i, err)
 		}
 	}
-	if names := d.Names(); winner < 0 || !slices.Equal(names, slices.Sorted(slices.Values([]string{"same", looks[winner%len(looks)]}))) {
+	if names := d.Names(); won < 0 || !slices.Equal(names, slices.Sorted(slices.Values([]string{"same", looks[won%len(looks)]}))) {
 		t.Fatalf("Names = %+q, want same and the one lookalike that won", names)
 	}
-	d.Logout(looks[winner%len(looks)], peers[winner])
+	d.Logout(looks[won%len(looks)], peers[won])
 
 	// Many names at once, and then every loser tries to log the winner out.
 	run(func(i int) {
