@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -98,6 +99,36 @@ func validName(name string) bool {
 //
 // The mapping is that of github.com/mtibben/confusables (confusables.txt
 // of Unicode 13.0.0); servers that share one chat must use the same.
+// Skeleton allocates nothing for a name of printable ASCII that is its
+// own skeleton, and once for another name of printable ASCII.
 func Skeleton(name string) string {
-	return confusables.Skeleton(name)
+	if name == "" || !plainName(name) {
+		return confusables.Skeleton(name)
+	}
+	// Printable ASCII is its own NFD, and the skeletons of its characters
+	// hold no combining mark: the name's skeleton is theirs end to end.
+	n, same := 0, true
+	for i := 0; i < len(name); i++ {
+		m := plainSkeletons[name[i]]
+		n += len(m)
+		same = same && len(m) == 1 && m[0] == name[i]
+	}
+	if same {
+		return name
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i := 0; i < len(name); i++ {
+		b.WriteString(plainSkeletons[name[i]])
+	}
+	return b.String()
 }
+
+// plainSkeletons holds the skeleton of each printable ASCII character
+// (most are their own; "1", "I" and "|" are "l", "m" is "rn", ...).
+var plainSkeletons = func() (t [0x7f]string) {
+	for c := byte('!'); c < 0x7f; c++ {
+		t[c] = confusables.Skeleton(string(rune(c)))
+	}
+	return t
+}()

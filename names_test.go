@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mtibben/confusables"
 	"golang.org/x/text/secure/precis"
 )
 
@@ -217,6 +218,30 @@ func TestSkeleton(t *testing.T) {
 	}
 }
 
+// TestSkeletonOfPlainNames checks Skeleton's shortcut for printable
+// ASCII against the library, for every name of one or two characters and
+// a few longer ones; FuzzValidateName checks others.
+func TestSkeletonOfPlainNames(t *testing.T) {
+	names := []string{"alice", "paypal", "paypa1", "modern", `"quoted"`, "100%", "I|l1", "`m`"}
+	for a := byte('!'); a < 0x7f; a++ {
+		names = append(names, string(a))
+		for b := byte('!'); b < 0x7f; b++ {
+			names = append(names, string([]byte{a, b}))
+		}
+	}
+	for _, name := range names {
+		if got, want := Skeleton(name), confusables.Skeleton(name); got != want {
+			t.Errorf("Skeleton(%q) = %+q, want %+q", name, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { Skeleton("alice") }); n != 0 {
+		t.Errorf("Skeleton(alice) allocated %v times, want 0: it is its own skeleton", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { Skeleton("alice_1984") }); n != 1 {
+		t.Errorf("Skeleton(alice_1984) allocated %v times, want 1", n)
+	}
+}
+
 // TestParseCommandNames: the command-line client prints Bad username for
 // every refused name, at login and sendto alike, and takes every accepted
 // one.
@@ -338,7 +363,7 @@ func TestServerLookalikes(t *testing.T) {
 // code points, with no format character, that the PRECIS
 // UsernameCasePreserved profile leaves as they are; in particular it never
 // accepts a name the profile would change or refuse. validNameBytes
-// agrees.
+// agrees, and Skeleton's shortcut gives the library's skeleton.
 func FuzzValidateName(f *testing.F) {
 	for _, tt := range acceptedNames {
 		f.Add(tt.name)
@@ -363,6 +388,9 @@ func FuzzValidateName(f *testing.F) {
 		want := profile && n >= 1 && n <= MaxNameLen && !strings.ContainsFunc(name, func(r rune) bool { return unicode.Is(unicode.Cf, r) })
 		if valid != want {
 			t.Fatalf("ValidateName(%+q) valid=%v, want %v", name, valid, want)
+		}
+		if got, want := Skeleton(name), confusables.Skeleton(name); got != want {
+			t.Fatalf("Skeleton(%+q) = %+q, want %+q as the library has it", name, got, want)
 		}
 	})
 }
