@@ -379,6 +379,12 @@ func FuzzValidateName(f *testing.F) {
 		if validNameBytes([]byte(name)) != valid {
 			t.Fatalf("ValidateName(%+q) valid=%v, validNameBytes disagrees", name, valid)
 		}
+		if len(name) > MaxNameLen*utf8.UTFMax {
+			if valid {
+				t.Fatalf("ValidateName accepts %d bytes", len(name))
+			}
+			return // more than 20 code points: the oracles need not run
+		}
 		enforced, err := precis.UsernameCasePreserved.String(name)
 		profile := err == nil && enforced == name
 		if valid && !profile {
