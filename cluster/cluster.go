@@ -31,7 +31,7 @@
 // node of this version never misreads a bucket of the previous one, and
 // the two versions do not share a chat: upgrade every node together. The
 // old bucket is left alone; delete it once no node of the previous
-// version runs (nats kv rm chat_users). A Config.Bucket that names a
+// version runs (nats kv del chat_users). A Config.Bucket that names a
 // bucket of the previous version is not usable: its values are not read,
 // and a warning says so.
 //
