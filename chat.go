@@ -42,15 +42,20 @@
 // # Limits
 //
 // A user name is 1 to MaxNameLen (20) Unicode code points of valid UTF-8
-// with no white space and no control characters; names are case sensitive.
-// A text is at most MaxTextLen (65535) code points of valid UTF-8. Both
-// client and server apply the same rules (ValidateName, ValidateText).
+// that is exactly its own form under the PRECIS UsernameCasePreserved
+// profile (RFC 8265): letters and digits of any script and the printable
+// ASCII symbols other than space, but no white space, controls, invisible
+// format characters, emoji, compatibility forms or unassigned code points,
+// and nothing that normalisation would change. Names are case sensitive,
+// but a login is refused while a logged-in name looks the same (has the
+// same Skeleton). A text is at most MaxTextLen (65535) code points of valid
+// UTF-8. Both client and server apply the same rules (ValidateName,
+// ValidateText).
 package chat
 
 import (
 	"errors"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -74,45 +79,6 @@ var (
 	// ErrBadMessage reports a text that is too long or not valid UTF-8.
 	ErrBadMessage = errors.New("Bad message")
 )
-
-// ValidateName reports whether name is a valid user name: 1 to MaxNameLen
-// code points of valid UTF-8, none of them white space or a control
-// character. It returns nil or ErrBadUsername.
-func ValidateName(name string) error {
-	if name == "" || len(name) > MaxNameLen*utf8.UTFMax {
-		return ErrBadUsername
-	}
-	n := 0
-	for _, r := range name {
-		n++
-		if r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r) {
-			// RuneError: either invalid UTF-8 or a literal U+FFFD; the
-			// latter is never a sensible name either.
-			return ErrBadUsername
-		}
-	}
-	if n > MaxNameLen {
-		return ErrBadUsername
-	}
-	return nil
-}
-
-// validNameBytes is ValidateName for a name that aliases a frame buffer.
-func validNameBytes(name []byte) bool {
-	if len(name) == 0 || len(name) > MaxNameLen*utf8.UTFMax {
-		return false
-	}
-	n := 0
-	for len(name) > 0 {
-		r, size := utf8.DecodeRune(name)
-		if r == utf8.RuneError || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return false
-		}
-		name = name[size:]
-		n++
-	}
-	return n <= MaxNameLen
-}
 
 // ValidateText reports whether text is a valid message text: valid UTF-8 of
 // at most MaxTextLen code points. It returns nil or ErrBadMessage.

@@ -18,7 +18,8 @@ func TestParseCommand(t *testing.T) {
 	uni20 := strings.Repeat("é", 20) // 40 bytes, 20 characters
 	text65535 := strings.Repeat("x", 65535)
 	uniText := strings.Repeat("☃", 65535) // 3 bytes each
-	emoji20 := strings.Repeat("😀", 20)    // 4 bytes each
+	long20 := strings.Repeat("𠀀", 20)     // a CJK ideograph of 4 bytes each
+	emoji20 := strings.Repeat("😀", 20)    // emoji are no name
 	emojiText := strings.Repeat("😀", 65535)
 	tests := []struct {
 		line string
@@ -108,8 +109,11 @@ func TestParseCommand(t *testing.T) {
 		{"login bo\rb", Command{}, ErrBadUsername},
 		{"login bo\u2028b", Command{}, ErrBadUsername},
 		{"login \ufffd", Command{}, ErrBadUsername},
-		{"login " + emoji20, Command{Kind: CommandLogin, Name: emoji20}, nil}, // 80 bytes
-		{"login " + emoji20 + "😀", Command{}, ErrBadUsername},
+		{"login " + long20, Command{Kind: CommandLogin, Name: long20}, nil}, // 80 bytes
+		{"login " + long20 + "𠀀", Command{}, ErrBadUsername},
+		{"login " + emoji20, Command{}, ErrBadUsername},
+		{"login alice\u200b", Command{}, ErrBadUsername},
+		{"login Zoe\u0308", Command{}, ErrBadUsername},
 		{"login Zoë", Command{Kind: CommandLogin, Name: "Zoë"}, nil},
 
 		// More on sendto.
@@ -123,7 +127,9 @@ func TestParseCommand(t *testing.T) {
 		{"sendto Zoë ça va ?", Command{Kind: CommandSendTo, Name: "Zoë", Text: "ça va ?"}, nil},
 		{"sendto bo\xffb hi", Command{}, ErrBadUsername},
 		{"sendto " + name21 + " " + "caf\xe9", Command{}, ErrBadUsername},
-		{"sendto " + emoji20 + " hi", Command{Kind: CommandSendTo, Name: emoji20, Text: "hi"}, nil},
+		{"sendto " + long20 + " hi", Command{Kind: CommandSendTo, Name: long20, Text: "hi"}, nil},
+		{"sendto " + emoji20 + " hi", Command{}, ErrBadUsername},
+		{"sendto x\u200b I am alice", Command{}, ErrBadUsername},
 		{"sendto bob " + emojiText, Command{Kind: CommandSendTo, Name: "bob", Text: emojiText}, nil},
 		{"sendto bob " + emojiText + "😀", Command{}, ErrBadMessage},
 		{"sendto bob " + text65535 + "\r\n", Command{Kind: CommandSendTo, Name: "bob", Text: text65535}, nil},
@@ -184,10 +190,10 @@ func TestErrorStrings(t *testing.T) {
 func TestValidateNameAndText(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{
-		"a", "Zoë", "BoB", "a-b_c.d", "😀", "O'Brien", "\\back",
+		"a", "Zoë", "BoB", "a-b_c.d", "O'Brien", "\\back",
 		strings.Repeat("n", MaxNameLen),
 		strings.Repeat("名", MaxNameLen),
-		strings.Repeat("😀", MaxNameLen), // 80 bytes
+		strings.Repeat("𠀀", MaxNameLen), // 80 bytes
 	} {
 		if err := ValidateName(name); err != nil {
 			t.Errorf("ValidateName(%q) = %v", name, err)
@@ -202,8 +208,9 @@ func TestValidateNameAndText(t *testing.T) {
 		"\xc3", "\xff", "\xc0\xaf", "\xed\xa0\x80", "\ufffd",
 		strings.Repeat("n", MaxNameLen+1),
 		strings.Repeat("名", MaxNameLen+1),
-		strings.Repeat("😀", MaxNameLen+1),
-		strings.Repeat("😀", MaxNameLen) + "a",
+		strings.Repeat("𠀀", MaxNameLen+1),
+		strings.Repeat("𠀀", MaxNameLen) + "a",
+		"😀", "alice\u200b", "Zoe\u0308", "ﬁ", "ａ",
 	} {
 		if err := ValidateName(name); !errors.Is(err, ErrBadUsername) {
 			t.Errorf("ValidateName(%q) = %v, want ErrBadUsername", name, err)

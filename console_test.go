@@ -169,25 +169,28 @@ func TestConsoleScript(t *testing.T) {
 	}
 }
 
+// TestConsolePrintsMessagesEscaped: what comes from the network, names
+// included, reaches the terminal escaped. This server refuses such names,
+// so a scripted server sends them, as a server of another make could.
 func TestConsolePrintsMessagesEscaped(t *testing.T) {
 	ctx := testContext(t)
-	rig := newConsoleRig(t)
-	_, alice, _ := rig.attach()
-	con, bob, out := rig.attach()
-	if err := alice.Login(ctx, "alice\u202e"); err != nil {
-		t.Fatal(err)
-	}
+	out := &syncBuffer{}
+	con := NewConsole(out)
+	c, srv := fakeServer(t, OnMessage(con.PrintMessage))
 	in, feed := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- con.Run(ctx, bob, NewLineReader(in)) }()
-	io.WriteString(feed, "login bob\n")
-	out.waitFor(t, "Success\n")
-	if err := alice.SendTo(ctx, "bob", "\x1b[2Jgotcha\tback\\slash"); err != nil {
-		t.Fatal(err)
-	}
-	out.waitFor(t, `alice\u202e: \x1b[2Jgotcha\tback\slash`+"\n")
+	go func() { done <- con.Run(ctx, c, NewLineReader(in)) }()
+
+	srv.send(AppendMessage(nil, "alice\u202e", []byte("\x1b[2Jgotcha\tback\\slash\u200b\u00ad")))
+	out.waitFor(t, `alice\u202e: \x1b[2Jgotcha\tback\slash\u200b\u00ad`+"\n")
+	srv.send(AppendMessage(nil, "x\u200by", []byte("I am alice")))
+	out.waitFor(t, `x\u200by: I am alice`+"\n")
 	io.WriteString(feed, "list\n")
-	out.waitFor(t, `alice\u202e bob`+"\n")
+	if f := srv.next(); f.Type != TypeList {
+		t.Fatalf("the server got %v, want list", f.Type)
+	}
+	srv.send(AppendNames(nil, []string{"alice\u202e", "alice\ufeff", "bob"}))
+	out.waitFor(t, `alice\u202e alice\ufeff bob`+"\n")
 	feed.Close() // end of input acts as exit
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v, want nil at the end of the input", err)

@@ -12,6 +12,10 @@ var (
 	// ErrNameTaken reports a login with a name logged in already.
 	ErrNameTaken = errors.New("chat: name already logged in")
 
+	// ErrNameLookalike reports a login with a name that looks the same as
+	// one logged in already: another name with the same Skeleton.
+	ErrNameLookalike = errors.New("chat: a logged-in name looks the same")
+
 	// ErrUnavailable reports a request a Directory cannot carry out for
 	// now: one spanning several servers that has lost touch with the
 	// others, say. Errors that wrap it are answered Failure, counted under
@@ -115,32 +119,44 @@ type Directory interface {
 // MemoryDirectory is the in-memory Directory of a single server. The zero
 // value is ready to use.
 type MemoryDirectory struct {
-	mu     sync.RWMutex
-	peers  map[string]Peer
-	sorted []string // cache of Names, nil when stale
+	mu        sync.RWMutex
+	peers     map[string]Peer
+	skeletons map[string]string // Skeleton of each logged-in name → the name
+	sorted    []string          // cache of Names, nil when stale
 }
 
-// Login implements Directory.
+// Login implements Directory. It returns ErrNameTaken if name is logged in,
+// and ErrNameLookalike if another logged-in name has the same Skeleton.
 func (d *MemoryDirectory) Login(name string, p Peer) error {
+	skel := Skeleton(name)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, taken := d.peers[name]; taken {
 		return ErrNameTaken
 	}
+	if _, taken := d.skeletons[skel]; taken {
+		return ErrNameLookalike
+	}
 	if d.peers == nil {
 		d.peers = make(map[string]Peer)
+		d.skeletons = make(map[string]string)
 	}
 	d.peers[name] = p
+	d.skeletons[skel] = name
 	d.sorted = nil
 	return nil
 }
 
 // Logout implements Directory.
 func (d *MemoryDirectory) Logout(name string, p Peer) {
+	skel := Skeleton(name)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if q, ok := d.peers[name]; ok && q == p {
 		delete(d.peers, name)
+		if d.skeletons[skel] == name {
+			delete(d.skeletons, skel)
+		}
 		d.sorted = nil
 	}
 }

@@ -119,6 +119,55 @@ func TestMemoryDirectory(t *testing.T) {
 	}
 }
 
+// TestMemoryDirectoryLookalikes: a name with the skeleton of a logged-in
+// one is refused with ErrNameLookalike (the very name with ErrNameTaken)
+// until that one logs out, at the peer it logged in at.
+func TestMemoryDirectoryLookalikes(t *testing.T) {
+	t.Parallel()
+	var d MemoryDirectory
+	p, q := &dirPeer{1}, &dirPeer{2}
+	for _, pair := range lookalikes {
+		if err := d.Login(pair[0], p); err != nil {
+			t.Fatalf("Login(%+q): %v", pair[0], err)
+		}
+		if err := d.Login(pair[0], q); !errors.Is(err, ErrNameTaken) {
+			t.Errorf("Login(%+q) again: %v, want ErrNameTaken", pair[0], err)
+		}
+		if err := d.Login(pair[1], q); !errors.Is(err, ErrNameLookalike) {
+			t.Errorf("Login(%+q) while %+q is logged in: %v, want ErrNameLookalike", pair[1], pair[0], err)
+		}
+		if _, ok := d.Lookup([]byte(pair[1])); ok {
+			t.Errorf("Lookup(%+q) found the refused lookalike", pair[1])
+		}
+		d.Logout(pair[1], q) // never logged in: changes nothing
+		d.Logout(pair[0], q) // not its peer: changes nothing
+		if err := d.Login(pair[1], q); !errors.Is(err, ErrNameLookalike) {
+			t.Errorf("Login(%+q) after logouts that changed nothing: %v, want ErrNameLookalike", pair[1], err)
+		}
+		d.Logout(pair[0], p)
+		if err := d.Login(pair[1], q); err != nil {
+			t.Errorf("Login(%+q) after %+q logged out: %v", pair[1], pair[0], err)
+		}
+		if err := d.Login(pair[0], p); !errors.Is(err, ErrNameLookalike) {
+			t.Errorf("Login(%+q) while %+q is logged in: %v, want ErrNameLookalike", pair[0], pair[1], err)
+		}
+		d.Logout(pair[1], q)
+		if names := d.Names(); len(names) != 0 {
+			t.Fatalf("Names after every logout = %+q", names)
+		}
+	}
+	for _, pair := range distinctNames {
+		for _, name := range pair {
+			if err := d.Login(name, p); err != nil {
+				t.Errorf("Login(%+q) with %+q logged in: %v", name, pair[0], err)
+			}
+		}
+		for _, name := range pair {
+			d.Logout(name, p)
+		}
+	}
+}
+
 // TestMemoryDirectoryConcurrent: logins of one name from many goroutines
 // at once, exactly one of which wins, and of many names at once, while
 // others read the table.
@@ -196,6 +245,26 @@ func TestMemoryDirectoryConcurrent(t *testing.T) {
 	if names := d.Names(); !slices.Equal(names, []string{"same"}) {
 		t.Fatalf("Names = %q", names)
 	}
+
+	// Lookalikes of one name at once: exactly one wins, the others are
+	// told it looks like a logged-in name.
+	looks := []string{"paypal", "pаypal", "paypa1", "paypaI", "pаypа1", "раураl"}
+	run(func(i int) { errs[i] = d.Login(looks[i%len(looks)], peers[i]) })
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won >= 0:
+			t.Fatalf("Login of lookalikes succeeded twice: %+q and %+q", looks[won%len(looks)], looks[i%len(looks)])
+		case err == nil:
+			won = i
+		case !errors.Is(err, ErrNameLookalike) && !errors.Is(err, ErrNameTaken):
+			t.Fatalf("Login %d: %v, want nil, ErrNameLookalike or ErrNameTaken", i, err)
+		}
+	}
+	if names := d.Names(); won < 0 || !slices.Equal(names, slices.Sorted(slices.Values([]string{"same", looks[won%len(looks)]}))) {
+		t.Fatalf("Names = %+q, want same and the one lookalike that won", names)
+	}
+	d.Logout(looks[won%len(looks)], peers[won])
 
 	// Many names at once, and then every loser tries to log the winner out.
 	run(func(i int) {
@@ -428,6 +497,8 @@ func TestDirectoryLoginUnavailable(t *testing.T) {
 				return fmt.Errorf("shard 3 unreachable: %w", ErrUnavailable)
 			case "taken":
 				return fmt.Errorf("logged in at server B: %w", ErrNameTaken)
+			case "look":
+				return fmt.Errorf("l00k logged in at server B: %w", ErrNameLookalike)
 			case "odd":
 				return errors.New("the directory said something odd")
 			}
@@ -447,6 +518,7 @@ func TestDirectoryLoginUnavailable(t *testing.T) {
 		for _, tc := range []struct{ name, reason string }{
 			{"down", "unavailable"},
 			{"taken", "name_taken"},
+			{"look", "lookalike"},
 			{"odd", "unavailable"}, // "another error if it cannot tell"
 		} {
 			before := srv.Stats()

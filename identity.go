@@ -17,8 +17,10 @@ var ErrNotCertified = errors.New("chat: name not certified by the client certifi
 // CertifiedLogin is a LoginFilter for servers that require client
 // certificates (mutual TLS): it lets a client log in only under a name its
 // verified certificate carries, as its subject common name or as a DNS
-// name or e-mail address among its subject alternative names. Without a
-// verified client certificate nobody may log in.
+// name or e-mail address among its subject alternative names, and only if
+// that name is a valid user name (ValidateName): a certificate name that
+// breaks the name rules never logs in. Without a verified client
+// certificate nobody may log in.
 //
 //	srv := &chat.Server{AllowLogin: chat.CertifiedLogin}
 //	l = tls.NewListener(l, chat.MutualTLSConfig(cert, clientCAs))
@@ -31,21 +33,32 @@ func CertifiedLogin(conn net.Conn, name string) error {
 	if len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
 		return fmt.Errorf("%w: no verified client certificate", ErrNotCertified)
 	}
+	if ValidateName(name) != nil {
+		return fmt.Errorf("%w: %+q is not a valid user name", ErrNotCertified, name)
+	}
 	if !slices.Contains(CertificateNames(state.VerifiedChains[0][0]), name) {
 		return fmt.Errorf("%w: %q", ErrNotCertified, name)
 	}
 	return nil
 }
 
-// CertificateNames returns the names a client certificate vouches for: its
-// subject common name and its DNS and e-mail subject alternative names.
+// CertificateNames returns the user names a client certificate vouches
+// for: those of its subject common name and its DNS and e-mail subject
+// alternative names that are valid user names (ValidateName), in that
+// order.
 func CertificateNames(cert *x509.Certificate) []string {
 	var names []string
-	if cert.Subject.CommonName != "" {
+	if ValidateName(cert.Subject.CommonName) == nil {
 		names = append(names, cert.Subject.CommonName)
 	}
-	names = append(names, cert.DNSNames...)
-	return append(names, cert.EmailAddresses...)
+	for _, list := range [][]string{cert.DNSNames, cert.EmailAddresses} {
+		for _, name := range list {
+			if ValidateName(name) == nil {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
 }
 
 // MutualTLSConfig returns a server TLS configuration that presents cert and

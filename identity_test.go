@@ -334,6 +334,46 @@ func TestCertifiedLoginUnverified(t *testing.T) {
 	}
 }
 
+// TestCertifiedLoginBadNames: a verified certificate whose names break
+// the name rules certifies none of them; its one valid name logs in.
+func TestCertifiedLoginBadNames(t *testing.T) {
+	ca := identityNewCA(t, "chat CA")
+	serverCert := ca.issue(t, x509.ExtKeyUsageServerAuth, func(c *x509.Certificate) {
+		c.DNSNames = []string{"localhost"}
+	})
+	// Alternative names are ASCII (IA5String); the common name may be any
+	// UTF-8.
+	bad := []string{"mallory\u200b", "bad name", "x\x1by", strings.Repeat("d", MaxNameLen+1)}
+	refusals := make(chan error, len(bad))
+	is := identityServe(t, MutualTLSConfig(*serverCert, ca.pool), ca.pool, func(conn net.Conn, name string) error {
+		// The server never asks about an invalid name: ask here, on the
+		// verified connection, for each name the certificate carries.
+		for _, b := range bad {
+			refusals <- CertifiedLogin(conn, b)
+		}
+		return CertifiedLogin(conn, name)
+	})
+	c := is.dial(t, ca.issue(t, x509.ExtKeyUsageClientAuth, func(c *x509.Certificate) {
+		c.Subject.CommonName = bad[0]
+		c.DNSNames = bad[1:]
+		c.EmailAddresses = []string{"frank@example.org"}
+	}))
+	ctx := hostileCtx(t)
+	for _, name := range bad {
+		if err := c.Login(ctx, name); !errors.Is(err, ErrBadUsername) {
+			t.Errorf("login %+q: %v, want Bad username from the client", name, err)
+		}
+	}
+	if err := c.Login(ctx, "frank@example.org"); err != nil {
+		t.Fatalf("login frank@example.org: %v", err)
+	}
+	for _, name := range bad {
+		if err := <-refusals; !errors.Is(err, ErrNotCertified) {
+			t.Errorf("CertifiedLogin(%+q) = %v, want ErrNotCertified", name, err)
+		}
+	}
+}
+
 func TestCertifiedLoginWithoutTLS(t *testing.T) {
 	c, s := net.Pipe()
 	defer c.Close()
@@ -358,6 +398,11 @@ func TestCertificateNames(t *testing.T) {
 			DNSNames:       []string{"al"},
 			EmailAddresses: []string{"a@example.org"},
 		}, []string{"alice", "al", "a@example.org"}},
+		{"names that break the rules left out", x509.Certificate{
+			Subject:        pkix.Name{CommonName: "alice\u200b"},
+			DNSNames:       []string{"ａｌｉｃｅ", "bob", "e\u0301ve", "x\u202ey", "a b"},
+			EmailAddresses: []string{"a\u00ad@example.org", "carol@example.org", "a-very-long-address@example.org"},
+		}, []string{"bob", "carol@example.org"}},
 	} {
 		if got := CertificateNames(&c.cert); !slices.Equal(got, c.want) {
 			t.Errorf("%s: CertificateNames = %q, want %q", c.what, got, c.want)

@@ -823,6 +823,9 @@ func (c *conn) login(b []byte) FailureReason {
 		if errors.Is(err, ErrNameTaken) {
 			return FailNameTaken
 		}
+		if errors.Is(err, ErrNameLookalike) {
+			return FailLookalike
+		}
 		c.logAt(zap.WarnLevel, "login not recorded", zap.String("name", name), zap.Error(err))
 		return FailUnavailable
 	}

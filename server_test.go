@@ -258,7 +258,7 @@ func TestServerLogin(t *testing.T) {
 		// Names that break the rules, sent as raw frames.
 		for _, bad := range []string{
 			"", " ", "b b", "b\tb", "bob\n", "\x1b[31m", "bo\x7fb", "bo\u00a0b", "a\u2028",
-			"\xff", "caf\xe9", "\ufffd",
+			"\xff", "caf\xe9", "\ufffd", "alice\u200b", "😀", "Zoe\u0308",
 			strings.Repeat("x", MaxNameLen+1),
 			strings.Repeat("名", MaxNameLen+1),
 		} {
@@ -268,7 +268,7 @@ func TestServerLogin(t *testing.T) {
 			t.Fatalf("list after refused logins = %q, want [alice]", got)
 		}
 		// 20 characters are fine, however many bytes they take.
-		for _, good := range []string{strings.Repeat("x", MaxNameLen), strings.Repeat("名", MaxNameLen), strings.Repeat("😀", MaxNameLen)} {
+		for _, good := range []string{strings.Repeat("x", MaxNameLen), strings.Repeat("名", MaxNameLen), strings.Repeat("𠀀", MaxNameLen)} {
 			b.do(AppendLogin(nil, good), ResultOK)
 			if got := b.list(); !slices.Equal(got, []string{"alice", good}) {
 				t.Fatalf("list = %q, want [alice %s]", got, good)

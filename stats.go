@@ -18,13 +18,14 @@ const (
 	FailListTooLarge                         // the list would not fit in one frame
 	FailRateLimited                          // the connection sent too many requests
 	FailUnavailable                          // the Directory could not carry it out (ErrUnavailable)
+	FailLookalike                            // login with a name that looks like a logged-in one (ErrNameLookalike)
 	numFailureReasons
 )
 
 var failureNames = [numFailureReasons]string{
 	"not_logged_in", "already_logged_in", "name_taken", "bad_name", "bad_text",
 	"no_recipient", "queue_full", "vetoed", "list_too_large", "rate_limited",
-	"unavailable",
+	"unavailable", "lookalike",
 }
 
 // String returns the reason's name, in snake case as metrics label it.

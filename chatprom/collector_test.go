@@ -63,7 +63,7 @@ chat_connections CONNS
 chat_users_logged_in USERS
 # HELP chat_connections_accepted_total Connections served.
 # TYPE chat_connections_accepted_total counter
-chat_connections_accepted_total 3
+chat_connections_accepted_total 4
 # HELP chat_connections_refused_total Connections closed at once because the server held its most connections, in all or from one IP address.
 # TYPE chat_connections_refused_total counter
 chat_connections_refused_total 0
@@ -82,14 +82,14 @@ chat_frames_too_large_total 0
 # HELP chat_frames_received_total Frames received, by kind.
 # TYPE chat_frames_received_total counter
 chat_frames_received_total{kind="list"} 10
-chat_frames_received_total{kind="login"} 2
+chat_frames_received_total{kind="login"} 3
 chat_frames_received_total{kind="logout"} 0
 chat_frames_received_total{kind="malformed"} 1
 chat_frames_received_total{kind="sendto"} 2
 # HELP chat_frames_queued_total Frames queued for clients, by kind; what is queued for a connection dropped at once is not written.
 # TYPE chat_frames_queued_total counter
 chat_frames_queued_total{kind="list"} 10
-chat_frames_queued_total{kind="response"} 7
+chat_frames_queued_total{kind="response"} 8
 chat_frames_queued_total{kind="sendto"} 1
 # HELP chat_failures_total Requests answered Failure, by reason.
 # TYPE chat_failures_total counter
@@ -97,6 +97,7 @@ chat_failures_total{reason="already_logged_in"} 0
 chat_failures_total{reason="bad_name"} 0
 chat_failures_total{reason="bad_text"} 0
 chat_failures_total{reason="list_too_large"} 0
+chat_failures_total{reason="lookalike"} 1
 chat_failures_total{reason="name_taken"} 0
 chat_failures_total{reason="no_recipient"} 1
 chat_failures_total{reason="not_logged_in"} 0
@@ -131,7 +132,7 @@ func TestCollector(t *testing.T) {
 	cs := &collectorSession{
 		// Each connection may make 10 requests.
 		srv:    &chat.Server{RateLimit: 1e-6, RateBurst: 10},
-		served: make(chan error, 3),
+		served: make(chan error, 4),
 	}
 	defer cs.srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -155,6 +156,11 @@ func TestCollector(t *testing.T) {
 	}
 	if err := alice.SendTo(ctx, "carol", "hi"); !errors.Is(err, chat.ErrFailure) {
 		t.Fatalf("sendto nobody: %v, want Failure", err)
+	}
+	mallory := chat.NewClient(cs.pipe(t))
+	defer mallory.Close()
+	if err := mallory.Login(ctx, "a1ice"); !errors.Is(err, chat.ErrFailure) {
+		t.Fatalf("login a1ice while alice is logged in: %v, want Failure", err)
 	}
 	if names, err := alice.List(ctx); err != nil || !slices.Equal(names, []string{"alice", "bob"}) {
 		t.Fatalf("list = %q, %v", names, err)
@@ -227,13 +233,13 @@ func TestCollector(t *testing.T) {
 	}
 
 	// While connected.
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(collectorExpected(3, 2)), collectorNames...); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(collectorExpected(4, 2)), collectorNames...); err != nil {
 		t.Error(err)
 	}
 	// Served over HTTP in the text format, the same.
 	h := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer h.Close()
-	if err := testutil.ScrapeAndCompare(h.URL, strings.NewReader(collectorExpected(3, 2)), collectorNames...); err != nil {
+	if err := testutil.ScrapeAndCompare(h.URL, strings.NewReader(collectorExpected(4, 2)), collectorNames...); err != nil {
 		t.Errorf("/metrics: %v", err)
 	}
 

@@ -10,13 +10,30 @@
 //
 // # How it works
 //
-// Logged-in names live in a JetStream key-value bucket, one key per name
-// holding the name of the node its user is connected to. A login is an
-// atomic create of the key, so of two logins with one name, on any nodes and
-// at the same moment, exactly one wins; a logout deletes the key, provided
-// it is still the one the login created. Each node keeps a copy of the
-// bucket, kept current by a watch, from which it answers list and finds the
-// node of a recipient.
+// Logged-in names live in a JetStream key-value bucket. A name's key is
+// its confusable skeleton (chat.Skeleton), so that a name and its
+// lookalikes ("paypal", "pаypal" with a Cyrillic а, "paypa1") share one
+// key; the key holds the name of the node the user is connected to and the
+// user's exact name. A login is an atomic create of the key, so of two
+// logins with one name, or with two names that look alike, on any nodes and
+// at the same moment, exactly one wins: the other is told chat.ErrNameTaken
+// (the same name) or chat.ErrNameLookalike (a name that looks the same). A
+// logout deletes the key, provided it is still the one the login created.
+// Each node keeps a copy of the bucket, kept current by a watch, from which
+// it answers list and finds the node of a recipient. All the nodes of a
+// cluster must run the same version: the skeletons of another version's
+// confusables table could differ.
+//
+// # Buckets of earlier versions
+//
+// Earlier versions keyed the bucket by the name itself, and their default
+// bucket was chat_users. This version's default bucket is chat_names, so a
+// node of this version never misreads a bucket of the previous one, and
+// the two versions do not share a chat: upgrade every node together. The
+// old bucket is left alone; delete it once no node of the previous
+// version runs (nats kv del chat_users). A Config.Bucket that names a
+// bucket of the previous version is not usable: its values are not read,
+// and a warning says so.
 //
 // A message for a user on another node is a NATS request to that node,
 // which queues it for its user and answers whether it did. The sending
@@ -76,7 +93,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultBucket    = "chat_users"
+	DefaultBucket    = "chat_names" // chat_users before names were keyed by skeleton
 	DefaultPrefix    = "chat"
 	DefaultDeadAfter = 10 * time.Second
 	DefaultTimeout   = 2 * time.Second
@@ -96,7 +113,8 @@ type Config struct {
 	Node string
 
 	// Bucket is the JetStream key-value bucket of logged-in names, created
-	// if missing. DefaultBucket if empty.
+	// if missing. DefaultBucket if empty. It must not be a bucket of a
+	// version that keyed names otherwise (see the package documentation).
 	Bucket string
 
 	// Prefix starts the NATS subjects of the cluster. DefaultPrefix if
@@ -173,7 +191,8 @@ type Directory struct {
 	kv      jetstream.KeyValue
 	ttl     bool                  // the bucket expires delete markers (LimitMarkerTTL)
 	local   map[string]*localUser // this node's users
-	all     map[string]*entry     // the copy of the bucket
+	all     map[string]*entry     // the copy of the bucket, by exact name
+	keys    map[string]string     // the exact name each key of the copy holds
 	sorted  []string              // cache of all's names, nil when stale
 	applied uint64                // the last revision copied
 	waiters []waiter              // Names calls waiting for a revision
@@ -257,6 +276,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		done:       make(chan struct{}),
 		local:      make(map[string]*localUser),
 		all:        make(map[string]*entry),
+		keys:       make(map[string]string),
 		seen:       make(map[string]seenAt),
 	}
 	if d.log == nil {
@@ -413,8 +433,15 @@ func (d *Directory) bucket() jetstream.KeyValue {
 // unavailable is the error of requests refused while the node is offline.
 var errOffline = fmt.Errorf("%w: not connected to the cluster", chat.ErrUnavailable)
 
-// Login implements chat.Directory: it creates name's key in the bucket.
+// Login implements chat.Directory: it creates the key of name's skeleton
+// in the bucket. It returns chat.ErrNameTaken if name is logged in
+// anywhere in the cluster, chat.ErrNameLookalike if another name with the
+// same skeleton is, and an error wrapping chat.ErrBadUsername for a name
+// that breaks the name rules (a chat.Server never asks for one).
 func (d *Directory) Login(name string, p chat.Peer) error {
+	if err := chat.ValidateName(name); err != nil {
+		return fmt.Errorf("cluster: %w: %+q", err, name)
+	}
 	if !d.online.Load() {
 		return errOffline
 	}
@@ -445,32 +472,55 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 	return nil
 }
 
-// claim creates name's key for this node. A key this node owns already (a
-// logout it could not record while offline) is taken over.
+// claim creates the key of name's skeleton for this node. A key this node
+// holds already with no user here (a logout it could not record while
+// offline, of name or of a lookalike) is taken over.
 func (d *Directory) claim(kv jetstream.KeyValue, name string) (uint64, error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	rev, err := kv.Create(ctx, key(name), []byte(d.cfg.Node))
+	k, v := key(name), value(d.cfg.Node, name)
+	rev, err := kv.Create(ctx, k, v)
 	if err == nil {
 		return rev, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
 	}
-	e, err := kv.Get(ctx, key(name))
+	e, err := kv.Get(ctx, k)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
 		return 0, chat.ErrNameTaken // freed just now; the client may try again
 	case err != nil:
 		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
-	case string(e.Value()) != d.cfg.Node:
-		return 0, chat.ErrNameTaken
 	}
-	rev, err = kv.Update(ctx, key(name), []byte(d.cfg.Node), e.Revision())
+	node, held, ok := parseValue(e.Value())
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("%w: key %s holds %q, not a node and a name", chat.ErrUnavailable, k, e.Value())
+	case node != d.cfg.Node:
+		return 0, refusal(held, name)
+	case held != name:
+		d.mu.RLock()
+		_, here := d.local[held]
+		d.mu.RUnlock()
+		if here {
+			return 0, chat.ErrNameLookalike // a user of this node
+		}
+	}
+	rev, err = kv.Update(ctx, k, v, e.Revision())
 	if err != nil {
-		return 0, chat.ErrNameTaken
+		return 0, refusal(held, name)
 	}
 	return rev, nil
+}
+
+// refusal is the error of a login of name while the key of its skeleton
+// holds the name held.
+func refusal(held, name string) error {
+	if held == name {
+		return chat.ErrNameTaken
+	}
+	return chat.ErrNameLookalike
 }
 
 // Logout implements chat.Directory: it deletes name's key, if it is still
@@ -504,7 +554,8 @@ func (d *Directory) Logout(name string, p chat.Peer) {
 // enough that names used once do not pile up.
 var markerTTL = time.Minute
 
-// deleteKey deletes name's key if its revision is still rev.
+// deleteKey deletes the key of name's skeleton if its revision is still
+// rev.
 func (d *Directory) deleteKey(name string, rev uint64) bool {
 	d.mu.RLock()
 	kv, ttl := d.kv, d.ttl
@@ -551,8 +602,13 @@ func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
 	return p, ok
 }
 
-// lookupBucket reads name's key from the bucket itself.
+// lookupBucket reads the key of name's skeleton from the bucket itself:
+// name is logged in if the key holds that very name. A name that breaks
+// the rules is never logged in, and costs no request.
 func (d *Directory) lookupBucket(name string) (chat.Peer, bool) {
+	if chat.ValidateName(name) != nil {
+		return nil, false
+	}
 	ctx, cancel := d.ctx()
 	defer cancel()
 	e, err := d.bucket().Get(ctx, key(name))
@@ -562,9 +618,9 @@ func (d *Directory) lookupBucket(name string) (chat.Peer, bool) {
 		}
 		return offlinePeer{err: fmt.Errorf("%w: %v", chat.ErrUnavailable, err)}, true
 	}
-	node := string(e.Value())
-	if node == d.cfg.Node {
-		return nil, false
+	node, held, ok := parseValue(e.Value())
+	if !ok || held != name || node == d.cfg.Node {
+		return nil, false // a lookalike's, or this node's and not logged in here
 	}
 	return d.remote(node, name, e.Revision()), true
 }
@@ -669,16 +725,25 @@ func offload(f func()) {
 	<-done
 }
 
-// key returns the bucket's key for a user name. Keys allow only a few
-// ASCII characters, and names may hold any character but spaces and
-// controls: keys are names in unpadded URL-safe base64.
-func key(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
+// key returns the bucket's key for a user name: the name's skeleton
+// (chat.Skeleton), which lookalike names share, in unpadded URL-safe
+// base64, since keys allow only a few ASCII characters.
+func key(name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(chat.Skeleton(name)))
+}
 
-// nameOf returns the user name of a key, or false for a key that is not
-// one.
-func nameOf(key string) (string, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(key)
-	return string(b), err == nil && len(b) > 0
+// value returns what a key holds for a user of a node: the node's name, one
+// space, and the user's exact name. Neither a node's name nor a user name
+// holds a space.
+func value(node, name string) []byte {
+	return []byte(node + " " + name)
+}
+
+// parseValue returns the node and the user name a key holds, or false for
+// a value that is not one (of another version's bucket, say).
+func parseValue(v []byte) (node, name string, ok bool) {
+	node, name, ok = strings.Cut(string(v), " ")
+	return node, name, ok && validToken(node) && name != ""
 }
 
 // SanitizeNode turns s into a valid node name, replacing what a NATS

@@ -66,7 +66,7 @@ func (d *Directory) sync(ctx context.Context) error {
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = d.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      d.cfg.Bucket,
-			Description: "chat: logged-in names and their nodes",
+			Description: "chat: logged-in names and their nodes, keyed by skeleton",
 			History:     1,
 			Replicas:    d.cfg.Replicas,
 			Storage:     jetstream.FileStorage,
@@ -108,7 +108,9 @@ func (d *Directory) sync(ctx context.Context) error {
 	d.watcher = ws
 
 	all := make(map[string]*entry)
+	keys := make(map[string]string)
 	var applied uint64
+	unread := 0
 	for initial := true; initial; {
 		select {
 		case e, ok := <-w.Updates():
@@ -120,8 +122,14 @@ func (d *Directory) sync(ctx context.Context) error {
 				initial = false
 			default:
 				applied = max(applied, e.Revision())
-				if name, ok := nameOf(e.Key()); ok && e.Operation() == jetstream.KeyValuePut {
-					all[name] = d.newEntry(name, e, nil)
+				if e.Operation() != jetstream.KeyValuePut {
+					break
+				}
+				if node, name, ok := parseValue(e.Value()); ok {
+					all[name] = d.newEntry(node, name, e, nil)
+					keys[e.Key()] = name
+				} else {
+					unread++
 				}
 			}
 		case <-ctx.Done():
@@ -131,12 +139,16 @@ func (d *Directory) sync(ctx context.Context) error {
 	}
 
 	applied = max(applied, last)
+	if unread > 0 {
+		d.log.Warn("the bucket holds values this version cannot read: is it a bucket of an earlier version?",
+			zap.String("bucket", d.cfg.Bucket), zap.Int("values", unread))
+	}
 	if !ttl {
 		d.log.Warn("the bucket keeps delete markers for ever; recreate it to have them expire", zap.String("bucket", d.cfg.Bucket))
 	}
 	d.mu.Lock()
 	d.kv, d.ttl = kv, ttl
-	d.all = all
+	d.all, d.keys = all, keys
 	d.sorted = nil
 	d.applied = applied
 	d.releaseWaiters()
@@ -181,8 +193,10 @@ func (d *Directory) stopWatch() {
 	ws.cancel()
 }
 
-func (d *Directory) newEntry(name string, e jetstream.KeyValueEntry, old *entry) *entry {
-	n := &entry{node: string(e.Value()), rev: e.Revision()}
+// newEntry is the entry of the copy for name, logged in at node as the
+// bucket's entry e says. It keeps old's peer if it was the same node's.
+func (d *Directory) newEntry(node, name string, e jetstream.KeyValueEntry, old *entry) *entry {
+	n := &entry{node: node, rev: e.Revision()}
 	switch {
 	case n.node == d.cfg.Node:
 	case old != nil && old.node == n.node && old.rev == n.rev:
@@ -193,7 +207,8 @@ func (d *Directory) newEntry(name string, e jetstream.KeyValueEntry, old *entry)
 	return n
 }
 
-// apply copies one change of the bucket.
+// apply copies one change of the bucket. A key's delete marker carries no
+// value: the copy knows which name the key held.
 func (d *Directory) apply(e jetstream.KeyValueEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -202,18 +217,21 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 	}
 	d.applied = e.Revision()
 	d.releaseWaiters()
-	name, ok := nameOf(e.Key())
-	if !ok {
+	node, name, ok := parseValue(e.Value())
+	put := ok && e.Operation() == jetstream.KeyValuePut
+	if was, held := d.keys[e.Key()]; held && (!put || was != name) {
+		// Deleted, or taken over by a lookalike of the same node.
+		delete(d.all, was)
+		delete(d.keys, e.Key())
+		d.sorted = nil
+	}
+	if !put {
 		return
 	}
 	old := d.all[name]
-	if e.Operation() == jetstream.KeyValuePut {
-		d.all[name] = d.newEntry(name, e, old)
-		if old == nil {
-			d.sorted = nil
-		}
-	} else if old != nil {
-		delete(d.all, name)
+	d.all[name] = d.newEntry(node, name, e, old)
+	d.keys[e.Key()] = name
+	if old == nil {
 		d.sorted = nil
 	}
 }
@@ -320,7 +338,9 @@ func (d *Directory) reconcile() {
 
 // recheck reads the key of a user of this node from the bucket: a key
 // deleted meanwhile (by nodes that took this one for dead) is created
-// again; a key another node holds now has this node's user evicted.
+// again; a key another user holds now (of the same name or a lookalike, on
+// another node or, after a partition, this one) has this node's user
+// evicted.
 func (d *Directory) recheck(name string) {
 	d.mu.RLock()
 	u, kv := d.local[name], d.kv
@@ -330,10 +350,18 @@ func (d *Directory) recheck(name string) {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	e, err := kv.Get(ctx, key(name))
+	k := key(name)
+	e, err := kv.Get(ctx, k)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+		return
+	}
+	var node, held string
+	if err == nil {
+		node, held, _ = parseValue(e.Value())
+	}
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-		rev, err := kv.Create(ctx, key(name), []byte(d.cfg.Node))
+	case err != nil: // not found, or deleted
+		rev, err := kv.Create(ctx, k, value(d.cfg.Node, name))
 		if err != nil {
 			return // taken meanwhile, or NATS is gone: the next round sees
 		}
@@ -342,9 +370,7 @@ func (d *Directory) recheck(name string) {
 			return
 		}
 		d.log.Info("name taken again after a partition", zap.String("name", name))
-	case err != nil:
-		return
-	case string(e.Value()) == d.cfg.Node:
+	case node == d.cfg.Node && held == name:
 		d.setRev(name, u, e.Revision())
 	default:
 		d.mu.Lock()
@@ -356,8 +382,8 @@ func (d *Directory) recheck(name string) {
 		if gone {
 			return
 		}
-		reason := fmt.Errorf("name %q was taken on node %s while this node was cut off", name, e.Value())
-		d.log.Warn("user evicted", zap.String("name", name), zap.ByteString("holder", e.Value()))
+		reason := fmt.Errorf("name %q was taken, as %q, on node %s while this node was cut off", name, held, node)
+		d.log.Warn("user evicted", zap.String("name", name), zap.String("holder", node), zap.String("held_as", held))
 		if ev, ok := u.peer.(chat.Evicter); ok {
 			ev.Evict(reason)
 		}

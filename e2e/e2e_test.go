@@ -404,7 +404,13 @@ func TestValidationErrors(t *testing.T) {
 	a.do("login John Doe", "Bad username")
 	a.do("login", "Bad username")
 	a.do("login "+name21, "Bad username")
-	a.do("login a\x01b", "Bad username") // control character
+	a.do("login a\x01b", "Bad username")      // control character
+	a.do("login alice\u200b", "Bad username") // an invisible character
+	a.do("login \u202ealice", "Bad username") // a bidi control
+	a.do("login ａｌｉｃｅ", "Bad username")       // fullwidth
+	a.do("login Zoe\u0308", "Bad username")   // a decomposed accent
+	a.do("login 😀", "Bad username")           // an emoji
+	a.do("sendto x\u200b hi", "Bad username") // sendto alike
 	a.do("list bob", "Invalid command")
 	a.do("logout Joe", "Invalid command")
 	a.do("exit client", "Invalid command")
@@ -450,6 +456,9 @@ func TestServerRules(t *testing.T) {
 	a.do("login alice2", "Failure")  // already logged in
 	a.do("sendto nobody hi", "Failure")
 	a.do("sendto Bob hi", "Failure") // names are case sensitive
+	d.do("login а1ice", "Failure")   // looks like alice (a Cyrillic а, a digit 1)
+	d.do("login Alice", "Success")   // case counts: not a lookalike
+	d.do("logout", "Success")
 
 	a.do("sendto bob Hello, how are you?", "Success")
 	b.expectLine("alice: Hello, how are you?")
