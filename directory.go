@@ -101,7 +101,8 @@ type Evicter interface {
 // every message.
 type Directory interface {
 	// Login records that name is logged in at p. It returns ErrNameTaken,
-	// and changes nothing, if name is already logged in anywhere, and
+	// and changes nothing, if name is already logged in anywhere,
+	// ErrNameLookalike if another logged-in name has the same Skeleton, and
 	// another error if it cannot tell.
 	Login(name string, p Peer) error
 
