@@ -71,8 +71,8 @@ func BenchmarkRelayPipe(b *testing.B) { benchRelay(b, false) }
 func BenchmarkRelayTCP(b *testing.B)  { benchRelay(b, true) }
 
 // benchRelay relays b.N messages of 64 bytes from one connection to
-// another through the server, pipelined (up to relayWindow unanswered
-// requests, written relayBatch to a write), and counts them at the
+// another through the server, pipelined (up to relayWindow undelivered
+// messages, written relayBatch to a write), and counts them at the
 // recipient. It reports the messages delivered per second.
 func benchRelay(b *testing.B, tcp bool) {
 	const (
@@ -101,7 +101,7 @@ func benchRelay(b *testing.B, tcp bool) {
 	errc := make(chan error, 2) // the first failure of either reader
 	var readers sync.WaitGroup
 	readers.Go(func() { // the sender's replies
-		for i := range n {
+		for range n {
 			f, err := sfr.Next()
 			if err == nil && (f.Type != TypeResponse || f.Result != ResultOK) {
 				err = ErrFailure
@@ -110,17 +110,20 @@ func benchRelay(b *testing.B, tcp bool) {
 				errc <- err
 				return
 			}
-			if i%relayBatch == relayBatch-1 {
-				tokens <- struct{}{}
-			}
 		}
 	})
 	delivered := make(chan struct{})
 	readers.Go(func() { // the recipient's messages
-		for range n {
+		for i := range n {
 			if _, err := rfr.Next(); err != nil {
 				errc <- err
 				return
+			}
+			// The window counts messages not yet delivered, so that a
+			// recipient slower than the sender never fills its queue
+			// (which would answer Failure, as it should).
+			if i%relayBatch == relayBatch-1 {
+				tokens <- struct{}{}
 			}
 		}
 		close(delivered)
