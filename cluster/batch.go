@@ -71,6 +71,8 @@ import (
 //	sender      1 byte length, then the sending node's name
 //	instance    8 bytes, the sending process's random id (0 is none)
 //	seq         8 bytes, the batch's sequence number, from 1
+//	settled     8 bytes: every earlier batch from this process to this node
+//	            below this sequence number is settled (status.go)
 //	deadline    8 bytes, Unix nanoseconds: queue nothing after this
 //	items       until the end, each:
 //	  token     8 bytes, the revision of the recipient's key
@@ -102,6 +104,7 @@ type batchHeader struct {
 	sender   string
 	instance uint64
 	seq      uint64
+	settled  uint64
 	deadline time.Time
 }
 
@@ -126,6 +129,7 @@ func parseSender(b []byte) (sender string, instance uint64, rest []byte, err err
 func appendHeader(b []byte, h batchHeader) []byte {
 	b = appendSender(b, h.sender, h.instance)
 	b = binary.BigEndian.AppendUint64(b, h.seq)
+	b = binary.BigEndian.AppendUint64(b, h.settled)
 	return binary.BigEndian.AppendUint64(b, uint64(h.deadline.UnixNano()))
 }
 
@@ -147,12 +151,12 @@ var errBadBatch = errors.New("cluster: malformed batch")
 // parseHeader decodes a batch's header, and returns the items after it.
 func parseHeader(b []byte) (batchHeader, []byte, error) {
 	sender, instance, b, err := parseSender(b)
-	if err != nil || len(b) < 16 {
+	if err != nil || len(b) < 24 {
 		return batchHeader{}, nil, errBadBatch
 	}
-	h := batchHeader{sender: sender, instance: instance, seq: binary.BigEndian.Uint64(b)}
-	h.deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b[8:])))
-	return h, b[16:], nil
+	h := batchHeader{sender: sender, instance: instance, seq: binary.BigEndian.Uint64(b), settled: binary.BigEndian.Uint64(b[8:])}
+	h.deadline = time.Unix(0, int64(binary.BigEndian.Uint64(b[16:])))
+	return h, b[24:], nil
 }
 
 // nextItem decodes the first item of b, and returns the rest.
@@ -200,7 +204,9 @@ type link struct {
 	mu sync.Mutex // held while a batch is published, which keeps them in order
 	b  *batch     // the batch gathering, or nil
 
-	asking bool // an asker is at work for the link's late batches; guarded by Directory.sentMu
+	// Guarded by Directory.sentMu.
+	asking bool     // an asker is at work for the link's late batches
+	open   []*batch // sent and not all settled, in order
 }
 
 // batch is a batch of messages for one node, and the receipts of its
@@ -212,6 +218,7 @@ type batch struct {
 	seq      uint64
 	sentAt   time.Time
 	timer    *time.Timer // asks about it once it is late
+	done     bool        // settled; guarded by Directory.sentMu
 }
 
 // itemBufs holds the buffers of batches sent, for new batches.
@@ -259,11 +266,16 @@ func (l *link) sendLocked() {
 	d.seq++
 	b.seq, b.sentAt = d.seq, now
 	d.sent[b.seq] = b
+	settled := b.seq // below which every batch of the link is settled
+	if len(l.open) > 0 {
+		settled = l.open[0].seq
+	}
+	l.open = append(l.open, b)
 	// The answer may come any time after the publish; so may the timer.
 	b.timer = time.AfterFunc(d.cfg.Timeout, func() { d.expire(b) })
 	d.sentMu.Unlock()
 
-	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, deadline: now.Add(d.cfg.Timeout)}
+	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, settled: settled, deadline: now.Add(d.cfg.Timeout)}
 	appendHeader(b.items[:0], h) // into the room left for it
 	err := d.nc.PublishMsg(&nats.Msg{Subject: l.subject, Reply: d.ackPrefix + strconv.FormatUint(b.seq, 10), Data: b.items})
 	// The NATS client has copied the batch: its buffer serves again.
@@ -296,6 +308,16 @@ func (d *Directory) settle(seq uint64, answers []byte, err error) {
 	d.sentMu.Lock()
 	b := d.sent[seq]
 	delete(d.sent, seq)
+	if b != nil {
+		b.done = true
+		l := b.link
+		k := 0
+		for k < len(l.open) && l.open[k].done {
+			l.open[k] = nil
+			k++
+		}
+		l.open = l.open[k:]
+	}
 	d.sentMu.Unlock()
 	if b == nil {
 		return
@@ -423,7 +445,7 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 	answers := make([]byte, 0, count)
 	var oc *outcome
 	if !time.Now().After(h.deadline) {
-		oc = d.accept(h.instance, h.seq) // nil if overtaken, or fenced
+		oc = d.accept(h.instance, h.seq, h.settled) // nil if overtaken, or fenced
 	}
 	touched := d.touched[:0]
 	var sender string

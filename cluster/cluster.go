@@ -268,7 +268,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		deliver:    cfg.Prefix + ".deliver." + cfg.Node,
 		instanceID: binary.BigEndian.Uint64(nonce[:]),
 		ackPrefix:  cfg.Prefix + ".ack." + cfg.Node + "." + instance + ".",
-		headerSize: 2 + len(cfg.Node) + 24,
+		headerSize: 2 + len(cfg.Node) + 32,
 		sent:       make(map[uint64]*batch),
 		received:   make(map[uint64]*received),
 		links:      make(map[string]*link),

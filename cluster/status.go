@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -19,8 +20,9 @@ import (
 // the time it answers is refused if it arrives later. So the sender settles
 // every receipt with the truth, whatever NATS lost, and never by guessing.
 //
-// The destination remembers the answers of the batches it accepted for
-// 2*DeadAfter. The sender stops asking only when the destination is taken
+// The destination remembers the answers of the batches it accepted until
+// the sender says (in a later batch's header) that it has settled them, or
+// the sender has been silent for 2*DeadAfter. The sender stops asking only when the destination is taken
 // for dead and the batch is more than 2*Timeout old (past its deadline, see
 // batch.go): then it settles the batch as failed. A message that a node
 // queued just before it died, and that reached its recipient before the
@@ -47,16 +49,25 @@ const (
 
 // received is what a node keeps of the batches from one sending process.
 type received struct {
-	seq      uint64              // the highest sequence number accepted, or fenced by a question
-	outcomes map[uint64]*outcome // the batches accepted recently, by sequence number
+	seq      uint64     // the highest sequence number accepted, or fenced by a question
+	outcomes []*outcome // the batches accepted and not known to be settled, by sequence number
 	used     time.Time
 }
 
 // outcome is the answer to a batch accepted, once it is known.
 type outcome struct {
+	seq     uint64
 	answers []byte
 	done    bool
-	at      time.Time
+}
+
+// find returns the outcome of batch seq, or nil.
+func (st *received) find(seq uint64) *outcome {
+	i, ok := slices.BinarySearchFunc(st.outcomes, seq, func(oc *outcome, seq uint64) int { return cmp.Compare(oc.seq, seq) })
+	if !ok {
+		return nil
+	}
+	return st.outcomes[i]
 }
 
 // from returns what the node keeps of the sending process instance. d.recvMu
@@ -64,27 +75,33 @@ type outcome struct {
 func (d *Directory) from(instance uint64, now time.Time) *received {
 	st := d.received[instance]
 	if st == nil {
-		st = &received{outcomes: make(map[uint64]*outcome)}
+		st = &received{}
 		d.received[instance] = st
 	}
 	st.used = now
 	return st
 }
 
-// accept records the start of batch seq from instance, and returns its
-// outcome to fill in, or nil if the batch is refused: a later one has been
-// accepted, or a question fenced it.
-func (d *Directory) accept(instance, seq uint64) *outcome {
-	now := time.Now()
+// accept records the start of batch seq from instance, which has settled
+// every batch below settled, and returns its outcome to fill in, or nil if
+// the batch is refused: a later one has been accepted, or a question fenced
+// it.
+func (d *Directory) accept(instance, seq, settled uint64) *outcome {
 	d.recvMu.Lock()
 	defer d.recvMu.Unlock()
-	st := d.from(instance, now)
+	st := d.from(instance, time.Now())
+	k := 0
+	for k < len(st.outcomes) && st.outcomes[k].seq < settled && st.outcomes[k].done {
+		st.outcomes[k] = nil
+		k++
+	}
+	st.outcomes = st.outcomes[k:]
 	if seq <= st.seq {
 		return nil
 	}
 	st.seq = seq
-	oc := &outcome{at: now}
-	st.outcomes[seq] = oc
+	oc := &outcome{seq: seq}
+	st.outcomes = append(st.outcomes, oc)
 	return oc
 }
 
@@ -95,19 +112,14 @@ func (d *Directory) answered(oc *outcome, answers []byte) {
 	d.recvMu.Unlock()
 }
 
-// forgetOutcomes drops the outcomes older than 2*DeadAfter, and the senders
-// not heard from since. Called by the maintaining goroutine.
+// forgetOutcomes forgets the sending processes not heard from for
+// 2*DeadAfter. Called by the maintaining goroutine.
 func (d *Directory) forgetOutcomes() {
 	cutoff := time.Now().Add(-2 * d.cfg.DeadAfter)
 	d.recvMu.Lock()
 	defer d.recvMu.Unlock()
 	for instance, st := range d.received {
-		for seq, oc := range st.outcomes {
-			if oc.done && oc.at.Before(cutoff) {
-				delete(st.outcomes, seq)
-			}
-		}
-		if len(st.outcomes) == 0 && st.used.Before(cutoff) {
+		if st.used.Before(cutoff) {
 			delete(d.received, instance)
 		}
 	}
@@ -125,7 +137,7 @@ func (d *Directory) handleStatus(m *nats.Msg) {
 	st := d.from(instance, time.Now())
 	for ; len(rest) > 0; rest = rest[8:] {
 		seq := binary.BigEndian.Uint64(rest)
-		oc := st.outcomes[seq]
+		oc := st.find(seq)
 		switch {
 		case oc != nil && oc.done:
 			out = append(out, statusAnswered)
