@@ -37,20 +37,20 @@ const chunkSize = 16 << 10
 // Handler does that after ServeConn returns, with the close code that fits
 // the reason ServeConn gave.
 type conn struct {
-	ws             *websocket.Conn
-	local, remote  net.Addr
-	chunks         chan []byte   // pump → Read: bytes of binary messages
-	consumed       chan struct{} // Read → pump: the last chunk was read whole
-	pumpErr        error         // why pump stopped; set before chunks is closed
-	pumped         chan struct{} // closed when pump has returned
-	rest           []byte        // what Read has not yet returned of the last chunk
-	readMu         sync.Mutex    // one Read at a time
-	readDeadline   deadline
-	writeDeadline  atomic.Int64 // Unix nanoseconds; 0 for none
-	writeCtx       context.Context
-	cancelWrites   context.CancelFunc
-	closeOnce      sync.Once
-	closed         chan struct{}
+	ws            *websocket.Conn
+	local, remote net.Addr
+	chunks        chan []byte   // pump → Read: bytes of binary messages
+	consumed      chan struct{} // Read → pump: the last chunk was read whole
+	pumpErr       error         // why pump stopped; set before chunks is closed
+	pumped        chan struct{} // closed when pump has returned
+	rest          []byte        // what Read has not yet returned of the last chunk
+	readMu        sync.Mutex    // one Read at a time
+	readDeadline  deadline
+	writeDeadline atomic.Int64 // Unix nanoseconds; 0 for none
+	writeCtx      context.Context
+	cancelWrites  context.CancelFunc
+	closeOnce     sync.Once
+	closed        chan struct{}
 }
 
 // tlsConn is a conn that came over TLS: like a *tls.Conn it tells its
