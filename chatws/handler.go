@@ -72,7 +72,17 @@ type Handler struct {
 	// Logger receives refused upgrades and connections ended by
 	// keep-alive; the Server logs the rest. Nil means no logging.
 	Logger *zap.Logger
+
+	active sync.WaitGroup // ServeHTTP calls under way
 }
+
+// Wait waits until every ServeHTTP call under way has returned, that is,
+// until every WebSocket has been closed with its close code. Call it after
+// Server.Shutdown or Server.Close (which end the connections), and before
+// the program exits, so that clients get their close frames: an
+// http.Server does not wait for WebSocket connections, which leave it
+// when they are upgraded.
+func (h *Handler) Wait() { h.active.Wait() }
 
 func (h *Handler) logger() *zap.Logger {
 	if h.Logger != nil {
@@ -106,6 +116,8 @@ func (h *Handler) pingInterval() time.Duration {
 // (not a WebSocket handshake, or from a foreign origin) gets an HTTP error
 // and is logged.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.active.Add(1)
+	defer h.active.Done()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		OriginPatterns:  h.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,

@@ -44,17 +44,12 @@ func start(t *testing.T, srv *chat.Server, h *Handler) *testServer {
 		h = &Handler{}
 	}
 	h.Server = srv
-	var handlers sync.WaitGroup
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
-		handlers.Add(1)
-		defer handlers.Done()
-		h.ServeHTTP(w, r)
-	})
+	mux.Handle("/ws", h)
 	hs := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		srv.Close()
-		handlers.Wait()
+		h.Wait()
 		hs.Close()
 	})
 	return &testServer{srv: srv, h: h, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}

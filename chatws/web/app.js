@@ -12,7 +12,8 @@ const state = {
   me: null, // the logged-in name, or null
   conversations: new Map(), // name → { items: [{from, text, outcome}], unread }
   peer: null, // the open conversation's name
-  retry: 0, // reconnection attempts since the last success
+  retry: 0, // failed connection attempts since the connection ended
+  downWhy: "could not connect", // why the last connection ended
   retryTimer: null,
 };
 
@@ -38,9 +39,8 @@ function closeWords(ev) {
     4001: "not logged in in time",
     4002: "a request was not completed in time",
   };
-  let why = words[ev.code] || `closed with code ${ev.code}`;
-  if (ev.reason) why += ` (${escapeText(ev.reason)})`;
-  return why;
+  if (words[ev.code]) return words[ev.code];
+  return `closed with code ${ev.code}` + (ev.reason ? ` (${escapeText(ev.reason)})` : "");
 }
 
 function setStatus(text, down) {
@@ -57,6 +57,7 @@ function connect() {
   $("reconnect").hidden = true;
   const conn = new Connection(wsURL(), {
     onOpen: () => {
+      conn.opened = true;
       state.retry = 0;
       setStatus("Connected. Not logged in.", false);
       refreshList();
@@ -71,9 +72,15 @@ function disconnected(conn, ev) {
   if (state.conn !== conn) return;
   state.me = null;
   showAccount();
-  const wait = Math.min(1000 * 2 ** state.retry, 10000);
-  state.retry++;
-  setStatus(`Disconnected: ${closeWords(ev)}. Connecting again in ${Math.round(wait / 1000)} s.`, true);
+  if (conn.opened) {
+    state.downWhy = closeWords(ev); // why it ended, kept while reconnecting fails
+    state.retry = 0;
+  } else {
+    state.retry++;
+  }
+  const wait = Math.min(1000 * 2 ** state.retry, 5000);
+  const tries = state.retry > 0 ? ` Could not connect again (${state.retry} ${state.retry === 1 ? "try" : "tries"}).` : "";
+  setStatus(`Disconnected: ${state.downWhy}.${tries} Trying again in ${Math.round(wait / 1000)} s.`, true);
   state.retryTimer = setTimeout(connect, wait);
 }
 
