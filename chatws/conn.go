@@ -21,6 +21,7 @@ var ErrTextMessage = errors.New("chatws: text message received; frames travel in
 
 // chunkSize is the most bytes of a WebSocket message handed to the server
 // at once: memory per connection stays small whatever the message size.
+// The pump reads one chunk ahead of the server: two are in use.
 const chunkSize = 16 << 10
 
 // conn is a WebSocket seen as the byte stream that chat.Server serves.
@@ -40,13 +41,16 @@ type conn struct {
 	ws            *websocket.Conn
 	local, remote net.Addr
 	chunks        chan []byte   // pump → Read: bytes of binary messages
-	consumed      chan struct{} // Read → pump: the last chunk was read whole
+	free          chan []byte   // Read → pump: buffers read whole, to fill again
 	pumpErr       error         // why pump stopped; set before chunks is closed
 	pumped        chan struct{} // closed when pump has returned
 	rest          []byte        // what Read has not yet returned of the last chunk
+	chunk         []byte        // the last chunk, whose buffer goes back to pump once read
 	readMu        sync.Mutex    // one Read at a time
 	readDeadline  deadline
 	writeDeadline atomic.Int64 // Unix nanoseconds; 0 for none
+	writeMu       sync.Mutex   // held by Write
+	writeFailed   atomic.Bool  // a Write failed
 	writeCtx      context.Context
 	cancelWrites  context.CancelFunc
 	closeOnce     sync.Once
@@ -69,8 +73,8 @@ func newConn(ws *websocket.Conn, local, remote net.Addr) *conn {
 		ws:           ws,
 		local:        local,
 		remote:       remote,
-		chunks:       make(chan []byte),
-		consumed:     make(chan struct{}, 1),
+		chunks:       make(chan []byte, 1),
+		free:         make(chan []byte, 2),
 		pumped:       make(chan struct{}),
 		readDeadline: makeDeadline(),
 		closed:       make(chan struct{}),
@@ -80,17 +84,19 @@ func newConn(ws *websocket.Conn, local, remote net.Addr) *conn {
 	return c
 }
 
-// pump reads the WebSocket's messages and hands their bytes to Read, one
-// chunk at a time: it reads no further ahead than one chunk, so a server
-// that stops reading stops the client too.
+// pump reads the WebSocket's messages and hands their bytes to Read, a
+// chunk at a time. It reads at most one chunk ahead of Read, so that the
+// next chunk is often there when the server wants it, and a server that
+// stops reading still stops the client.
 func (c *conn) pump() {
 	defer close(c.pumped)
 	defer close(c.chunks)
-	buf := make([]byte, chunkSize)
+	c.free <- make([]byte, chunkSize)
+	c.free <- make([]byte, chunkSize)
 	for {
 		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
-			c.pumpErr = c.readError(err)
+			c.pumpErr = c.readFailed(err)
 			return
 		}
 		if typ != websocket.MessageBinary {
@@ -98,33 +104,51 @@ func (c *conn) pump() {
 			return
 		}
 		for {
-			n, err := r.Read(buf)
+			var buf []byte
+			select {
+			case buf = <-c.free:
+			case <-c.closed:
+				return
+			}
+			n, err := r.Read(buf[:cap(buf)])
 			if n > 0 {
 				select {
 				case c.chunks <- buf[:n]:
 				case <-c.closed:
 					return
 				}
-				select {
-				case <-c.consumed:
-				case <-c.closed:
-					return
-				}
+			} else {
+				c.free <- buf
 			}
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
-				c.pumpErr = c.readError(err)
+				c.pumpErr = c.readFailed(err)
 				return
 			}
 		}
 	}
 }
 
+// readFailed returns what Read returns after the WebSocket failed with
+// err. If a Write failed (and so closed the WebSocket), it first waits
+// for Close: the server learns why the connection ended (a slow consumer,
+// say) from the failed Write, and must not take the read error for it.
+func (c *conn) readFailed(err error) error {
+	c.writeMu.Lock() // a Write under way has ended
+	failed := c.writeFailed.Load()
+	c.writeMu.Unlock()
+	if failed {
+		<-c.closed
+		return net.ErrClosed
+	}
+	return readError(err)
+}
+
 // readError turns an error from the WebSocket into what Read returns: end
 // of file for a normal close by the client.
-func (c *conn) readError(err error) error {
+func readError(err error) error {
 	switch websocket.CloseStatus(err) {
 	case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
 		return io.EOF
@@ -156,7 +180,7 @@ func (c *conn) Read(p []byte) (int, error) {
 			if !ok {
 				return 0, c.pumpErr
 			}
-			c.rest = b
+			c.chunk, c.rest = b, b
 		case <-expired:
 			return 0, os.ErrDeadlineExceeded
 		case <-c.closed:
@@ -166,7 +190,8 @@ func (c *conn) Read(p []byte) (int, error) {
 	n := copy(p, c.rest)
 	c.rest = c.rest[n:]
 	if len(c.rest) == 0 {
-		c.consumed <- struct{}{} // never blocks: one chunk is out at a time
+		c.free <- c.chunk // never blocks: there is room for both buffers
+		c.chunk = nil
 	}
 	return n, nil
 }
@@ -190,7 +215,10 @@ func (c *conn) Write(p []byte) (int, error) {
 		ctx, cancel = context.WithDeadline(ctx, t)
 		defer cancel()
 	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	if err := c.ws.Write(ctx, websocket.MessageBinary, p); err != nil {
+		c.writeFailed.Store(true)
 		switch {
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return 0, fmt.Errorf("chatws: write: %w", os.ErrDeadlineExceeded)

@@ -414,7 +414,7 @@ func TestCloseCodes(t *testing.T) {
 			c.do(chat.AppendLogin(nil, "x"), chat.ResultOK)
 			c.send(big)
 		}, websocket.StatusMessageTooBig},
-		{"frame over the maximum frame size", &chat.Server{MaxFrameSize: 1000}, nil, func(c *wsClient) {
+		{"frame over the maximum frame size", &chat.Server{MaxFrameSize: 1000}, &Handler{MaxMessageSize: 1 << 20}, func(c *wsClient) {
 			c.do(chat.AppendLogin(nil, "x"), chat.ResultOK)
 			c.send(big)
 			c.expect(chat.ResultMalformed)
@@ -435,10 +435,6 @@ func TestCloseCodes(t *testing.T) {
 		{"frame timeout", &chat.Server{FrameTimeout: 50 * time.Millisecond}, nil, func(c *wsClient) {
 			c.send([]byte{0, 0, 0, 5, 0x01})
 		}, StatusFrameTimeout},
-		{"client closes", &chat.Server{}, nil, func(c *wsClient) {
-			c.do(chat.AppendLogin(nil, "x"), chat.ResultOK)
-			go c.ws.Close(websocket.StatusNormalClosure, "")
-		}, websocket.StatusNormalClosure},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -596,5 +592,20 @@ func TestPingAnswered(t *testing.T) {
 	}()
 	if got := c.names(); len(got) != 1 { // read (answering pings) until five were answered
 		t.Fatalf("list: %q", got)
+	}
+}
+
+// TestClientCloses checks that a close frame from the client ends the
+// connection as end of file does over TCP.
+func TestClientCloses(t *testing.T) {
+	reasons := make(chan error, 1)
+	ts := start(t, &chat.Server{OnLogout: func(_ net.Conn, _ string, err error) { reasons <- err }}, nil)
+	c := dial(t, ts.url, nil)
+	c.do(chat.AppendLogin(nil, "x"), chat.ResultOK)
+	if err := c.ws.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-reasons; err != io.EOF {
+		t.Errorf("logged out for %v, want io.EOF (the client closed)", err)
 	}
 }
