@@ -23,6 +23,7 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/seedchat/chat"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -368,5 +369,75 @@ func chromiumInstalled() bool {
 func TestBrowserTestsRun(t *testing.T) {
 	if os.Getenv("CHAT_BROWSER_TESTS") != "" && !chromiumInstalled() {
 		t.Fatalf("CHAT_BROWSER_TESTS is set but %s is missing", chromiumPath)
+	}
+}
+
+// TestBrowserEscape checks the page's escaping (escape.js) against the
+// terminal client's rule, character class by character class.
+func TestBrowserEscape(t *testing.T) {
+	t.Parallel()
+	srv := startWebServer(t, "127.0.0.1:0", "")
+	p := openPage(t, newBrowser(t), "page", srv.url)
+	tests := []struct {
+		in, want string
+		goToo    bool // chat.Escape agrees (the rest is the wider rule of escape.js)
+	}{
+		{"plain text", "plain text", true},
+		{`back\slash é ☃ 😀 ي`, `back\slash é ☃ 😀 ي`, true},
+		{"a\tb\nc\rd", `a\tb\nc\rd`, true},
+		{"\x1b[31mred", `\x1b[31mred`, true},
+		{"\x00\x7f", `\x00\x7f`, true},
+		{"\u0085\u009b", `\u0085\u009b`, true},
+		{"\u202eevil\u2066\u200f", `\u202eevil\u2066\u200f`, true},
+		{"line\u2028para\u2029", `line\u2028para\u2029`, true},
+		{"\xff\x61", `\xffa`, true},                               // invalid UTF-8
+		{"\xc0\x80", `\xc0\x80`, true},                            // overlong
+		{"\xed\xa0\x80", `\xed\xa0\x80`, true},                    // a surrogate
+		{"zero\u200bwidth\u00ad", `zero\u200bwidth\u00ad`, false}, // Cf
+		{"\ufeff\U000e0001", `\ufeff\ue0001`, false},              // Cf
+		{"\ue000\U0010fffd", `\ue000\u10fffd`, false},             // Co
+		{"\u0378", `\u0378`, false},                               // Cn
+		{"\ufdd0\uffff\U0001fffe", `\ufdd0\uffff\u1fffe`, false},  // noncharacters
+	}
+	var ins []string
+	for _, tt := range tests {
+		ins = append(ins, tt.in)
+	}
+	js, _ := json.Marshal(func() [][]int {
+		var bs [][]int
+		for _, s := range ins {
+			b := make([]int, len(s))
+			for i := range len(s) {
+				b[i] = int(s[i])
+			}
+			bs = append(bs, b)
+		}
+		return bs
+	}())
+	ctx, cancel := context.WithTimeout(p.ctx, timeout)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
+		`import(new URL("escape.js", location.href).href).then(m => %s.map(b => m.escapeBytes(new Uint8Array(b))))`, js),
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range tests {
+		if got[i] != tt.want {
+			t.Errorf("escapeBytes(%q) = %q, want %q", tt.in, got[i], tt.want)
+		}
+		if tt.goToo {
+			if g := chat.Escape(tt.in); g != tt.want {
+				t.Errorf("chat.Escape(%q) = %q, want %q as the page", tt.in, g, tt.want)
+			}
+		}
+	}
+	// escapeText, for JavaScript strings, agrees on valid text.
+	js, _ = json.Marshal(ins[:2])
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
+		`import(new URL("escape.js", location.href).href).then(m => %s.map(m.escapeText))`, js),
+		chromedp.EvalAwaitPromise))
+	if err != nil || len(text) != 2 || text[0] != tests[0].want || text[1] != tests[1].want {
+		t.Errorf("escapeText: %q, %v", text, err)
 	}
 }
