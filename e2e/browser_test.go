@@ -171,11 +171,12 @@ func (p *webPage) open(name string) {
 	p.waitText("#peer", name)
 }
 
-// send sends text in the open conversation and waits for its outcome.
+// send sends text in the open conversation with the Enter key, and waits
+// for its outcome.
 func (p *webPage) send(text, want string) {
 	p.t.Helper()
 	p.setValue("#text", text)
-	p.do(chromedp.Click("#send-form button"))
+	p.do(chromedp.SendKeys("#text", "\r")) // Enter sends
 	p.waitText("#send-result", want)
 }
 
@@ -327,6 +328,23 @@ func TestBrowserRefusedNames(t *testing.T) {
 		p.login(tt.name, tt.want)
 	}
 	p.screenshot("refused.png")
+}
+
+// TestBrowserPhone uses the page on a phone-sized screen: nothing is
+// wider than the screen, and the conversation works.
+func TestBrowserPhone(t *testing.T) {
+	t.Parallel()
+	srv := startWebServer(t, "127.0.0.1:0", "")
+	p := openPage(t, newBrowser(t), "phone", srv.url)
+	p.do(chromedp.EmulateViewport(375, 667))
+	p.login("eve", "Success")
+	p.open("eve")
+	p.send("note to self", "Success")
+	p.waitMessage("eve: note to self")
+	if w := eval[int](p, "document.documentElement.scrollWidth - window.innerWidth"); w > 0 {
+		t.Errorf("the page is %d px wider than a 375 px screen", w)
+	}
+	p.screenshot("phone.png")
 }
 
 // TestBrowserReconnect stops the server under a logged-in page: the page
