@@ -22,7 +22,7 @@ var ErrTextMessage = errors.New("chatws: text message received; frames travel in
 // chunkSize is the most bytes of a WebSocket message handed to the server
 // at once: memory per connection stays small whatever the message size.
 // The pump reads one chunk ahead of the server: two are in use.
-const chunkSize = 16 << 10
+const chunkSize = 8 << 10
 
 // conn is a WebSocket seen as the byte stream that chat.Server serves.
 //

@@ -16,8 +16,11 @@
 package chatws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -118,7 +121,7 @@ func (h *Handler) pingInterval() time.Duration {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.active.Add(1)
 	defer h.active.Done()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(bigBuffers{w}, r, &websocket.AcceptOptions{
 		OriginPatterns:  h.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
 	})
@@ -216,6 +219,39 @@ var closeStatuses = []struct {
 	{chat.ErrFrameTimeout, StatusFrameTimeout, "frame not completed in time"},
 	{ErrNoPong, websocket.StatusPolicyViolation, "ping not answered"},
 }
+
+// Buffer sizes of an upgraded connection. net/http's are 4 KiB, which
+// takes two or three system calls per message of a busy client.
+const (
+	readBufferSize  = 16 << 10
+	writeBufferSize = 16 << 10
+)
+
+// bigBuffers gives the connection that coder/websocket hijacks buffers of
+// readBufferSize and writeBufferSize.
+type bigBuffers struct{ http.ResponseWriter }
+
+// Hijack hijacks the connection, with larger buffers.
+func (w bigBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Bytes the client sent after its request may be buffered already:
+	// they go into the new buffer (where coder/websocket looks for them).
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), nc), readBufferSize)
+	if len(early) > 0 {
+		if _, err := r.Peek(len(early)); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, bufio.NewReadWriter(r, bufio.NewWriterSize(nc, writeBufferSize)), nil
+}
+
+// Unwrap returns the ResponseWriter, for http.ResponseController.
+func (w bigBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // remoteAddr returns the client's address as a *net.TCPAddr, as
 // chat.Server expects of TCP clients (for MaxConnsPerIP).
