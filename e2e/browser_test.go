@@ -213,13 +213,13 @@ type webServer struct {
 }
 
 // startWebServer starts chatserver with -http-addr httpAddr (a free port
-// if empty) and tcpAddr, and waits until both listen.
-func startWebServer(t *testing.T, tcpAddr, httpAddr string) *webServer {
+// if empty), tcpAddr and the flags extra, and waits until both listen.
+func startWebServer(t *testing.T, tcpAddr, httpAddr string, extra ...string) *webServer {
 	t.Helper()
 	if httpAddr == "" {
 		httpAddr = "127.0.0.1:0"
 	}
-	p := startProc(t, "chatserver", serverBin, false, "-addr", tcpAddr, "-http-addr", httpAddr)
+	p := startProc(t, "chatserver", serverBin, false, append([]string{"-addr", tcpAddr, "-http-addr", httpAddr}, extra...)...)
 	ws := &webServer{}
 	deadline := time.After(timeout)
 	for i := 0; ws.url == "" || ws.server == nil; i++ {
@@ -328,6 +328,26 @@ func TestBrowserRefusedNames(t *testing.T) {
 		p.login(tt.name, tt.want)
 	}
 	p.screenshot("refused.png")
+}
+
+// TestBrowserCluster has a page on one node of a cluster chat with a
+// chatclient on another.
+func TestBrowserCluster(t *testing.T) {
+	t.Parallel()
+	url := startNATS(t)
+	web := startWebServer(t, "127.0.0.1:0", "", "-nats", url, "-node-name", "w1", "-node-dead-after", deadAfter.String())
+	other := startNode(t, url, "w2")
+	term := loggedIn(t, other, "term")
+	p := openPage(t, newBrowser(t), "page", web.url)
+	p.login("term", "Failure") // logged in on the other node
+	p.login("web", "Success")
+	p.do(chromedp.Click("#refresh"))
+	p.waitText("#users", "termweb")
+	p.open("term")
+	p.send("across the cluster", "Success")
+	term.expectLine("web: across the cluster")
+	term.do("sendto web and back", "Success")
+	p.waitMessage("term: and back")
 }
 
 // TestBrowserPhone uses the page on a phone-sized screen: nothing is
