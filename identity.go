@@ -25,7 +25,8 @@ var ErrNotCertified = errors.New("chat: name not certified by the client certifi
 //	srv := &chat.Server{AllowLogin: chat.CertifiedLogin}
 //	l = tls.NewListener(l, chat.MutualTLSConfig(cert, clientCAs))
 func CertifiedLogin(conn net.Conn, name string) error {
-	tc, ok := conn.(*tls.Conn)
+	// A *tls.Conn, or a connection that carried TLS (chatws's WebSocket).
+	tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return fmt.Errorf("%w: not a TLS connection", ErrNotCertified)
 	}

@@ -696,10 +696,10 @@ func (c *conn) readLoop() error {
 			return ErrServerClosed
 		}
 		f, err := c.fr.Next()
-		c.frameBy = time.Time{}
 		if err != nil && !errors.Is(err, ErrMalformedFrame) {
-			return c.unreadable(err)
+			return c.unreadable(err) // frameBy kept: serve tells a frame timeout by it
 		}
+		c.frameBy = time.Time{}
 		if c.limiter != nil && !c.limiter.Allow() {
 			if err := c.rateLimited(); err != nil {
 				return err

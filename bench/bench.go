@@ -88,7 +88,8 @@ const ChildArg = "-chatbench-child"
 
 // Config describes a load. Its zero fields take the defaults above.
 type Config struct {
-	// Addr is the server's TCP address, or the addresses of several
+	// Addr is the server's TCP address (or its WebSocket URL,
+	// "ws://127.0.0.1:8080/ws", to load it over WebSocket), or the addresses of several
 	// servers that act as one chat, separated by commas
 	// ("127.0.0.1:7001,127.0.0.1:7002"). With n addresses, client i
 	// (counted over all processes) connects to server i mod n, except in

@@ -185,8 +185,7 @@ func (c *client) connect(ctx context.Context) error {
 	l := c.l
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.DialTimeout)
 	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	nc, err := dial(ctx, c.addr)
 	if err != nil {
 		return fmt.Errorf("cannot connect to the server at %s: %w", c.addr, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -249,8 +248,7 @@ func listNames(ctx context.Context, cfg *Config) *ListResult {
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	addrs, _ := splitAddrs(cfg.Addr) // checked by withDefaults
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addrs[0])
+	nc, err := dial(ctx, addrs[0])
 	if err != nil {
 		res.Error = err.Error()
 		return res

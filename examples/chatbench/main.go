@@ -22,6 +22,11 @@
 //
 //	chatbench -addr 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 -clients 600 -mode pairs -duration 10s -server-pid 4101,4102,4103
 //
+// An -addr of the form ws://HOST:PORT/ws (or wss://) connects WebSocket
+// clients instead, to chatserver -http-addr:
+//
+//	chatbench -addr ws://127.0.0.1:8080/ws -clients 20 -mode pairs -window 100 -duration 5s
+//
 // -procs K spreads the clients over K child processes of chatbench (one
 // process can hold at most as many connections as its open-file limit
 // allows). SIGINT or SIGTERM end the run early; it is still reported (a
@@ -68,7 +73,7 @@ func run(ctx context.Context, args []string) error {
 	var mode string
 	var asJSON, quiet bool
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT`, or several servers of one chat separated by commas (client i on server i mod n; the two of a pair on different servers)")
+	fs.StringVar(&cfg.Addr, "addr", bench.DefaultAddr, "the server's `HOST:PORT` (or ws://HOST:PORT/ws for WebSocket clients), or several servers of one chat separated by commas (client i on server i mod n; the two of a pair on different servers)")
 	fs.IntVar(&cfg.Clients, "clients", bench.DefaultClients, "clients in all")
 	fs.StringVar(&mode, "mode", string(bench.Pairs), "traffic: pairs, random, pingpong or idle")
 	fs.IntVar(&cfg.Size, "size", bench.DefaultSize, "text `BYTES` per message (at least 16)")

@@ -6,6 +6,9 @@
 // error. SIGINT or SIGTERM shut it down gracefully: replies already owed are
 // sent, then the connections are closed, and it exits with status 0.
 //
+// With -http-addr it also serves the chat to browsers: the web client at /,
+// the WebSocket at /ws and /healthz, over https and wss with the TLS flags.
+//
 // With -nats it joins a cluster of chat servers through that NATS server
 // (with JetStream): users connected to any of them chat as on one server.
 // See package github.com/seedchat/chat/cluster.
@@ -23,6 +26,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seedchat/chat"
 	"github.com/seedchat/chat/chatprom"
+	"github.com/seedchat/chat/chatws"
 	"github.com/seedchat/chat/cluster"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -62,6 +67,8 @@ type config struct {
 	rateBurst       int
 	floodLimit      int
 	metricsAddr     string
+	httpAddr        string
+	allowedOrigins  string
 	maxFrameSize    int
 	queueSize       int
 	writeTimeout    time.Duration
@@ -104,6 +111,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.rateBurst, "rate-burst", 0, "the largest burst of requests -rate-limit allows (0: one second's worth)")
 	fs.IntVar(&c.floodLimit, "flood-limit", chat.DefaultFloodLimit, "close a connection after this many rate-limited requests in a row")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at /metrics and /healthz on `HOST:PORT` (off when empty)")
+	fs.StringVar(&c.httpAddr, "http-addr", "", "serve the web client at / and the chat over WebSocket at /ws on `HOST:PORT`, with /healthz (off when empty; https and wss with -tls-cert)")
+	fs.StringVar(&c.allowedOrigins, "allowed-origins", "", "comma-separated `HOSTS` of other origins whose pages may open the WebSocket (path.Match patterns such as *.example.com; default: the page's own origin only)")
 	fs.IntVar(&c.maxFrameSize, "max-frame-size", chat.DefaultMaxFrameSize, "the largest frame body in `BYTES`")
 	fs.IntVar(&c.queueSize, "queue-size", chat.DefaultQueueSize, "`BYTES` queued for one client before messages to it get Failure")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", chat.DefaultWriteTimeout, "drop a client whose writes make no progress for this long")
@@ -134,6 +143,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.tlsClientCA != "" && c.tlsCert == "" {
 		return nil, errors.New("-tls-client-ca needs -tls-cert and -tls-key")
+	}
+	if c.allowedOrigins != "" && c.httpAddr == "" {
+		return nil, errors.New("-allowed-origins needs -http-addr")
 	}
 	if c.natsURL == "" && (c.natsCreds != "" || c.nodeName != "") {
 		return nil, errors.New("-nats-creds and -node-name need -nats")
@@ -212,8 +224,9 @@ func run(args []string) error {
 		defer dir.Close() // after Shutdown has logged the users out
 		srv.Directory = dir
 	}
+	var tlsCfg *tls.Config
 	if cfg.tlsCert != "" {
-		tlsCfg, err := serverTLS(cfg)
+		tlsCfg, err = serverTLS(cfg)
 		if err != nil {
 			return err
 		}
@@ -221,6 +234,15 @@ func run(args []string) error {
 			srv.AllowLogin = chat.CertifiedLogin
 		}
 		l = tls.NewListener(l, tlsCfg)
+	}
+	if cfg.httpAddr != "" {
+		ws := &chatws.Handler{Server: srv, OriginPatterns: splitList(cfg.allowedOrigins), Logger: log.Named("ws")}
+		stop, err := serveWeb(cfg.httpAddr, tlsCfg, ws, log)
+		if err != nil {
+			return fmt.Errorf("-http-addr: %w", err)
+		}
+		defer ws.Wait() // after Shutdown: the WebSockets get their close frames
+		defer stop()
 	}
 	if cfg.pprofAddr != "" {
 		stop, err := serveHTTP(cfg.pprofAddr, pprofHandler(), log, "pprof")
@@ -322,6 +344,44 @@ func metricsHandler(srv *chat.Server) http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	return mux
+}
+
+// serveWeb serves the web client, the WebSocket and /healthz on addr, with
+// TLS if tlsCfg is not nil, until stop is called. /metrics stays on
+// -metrics-addr, which can listen on a private address.
+func serveWeb(addr string, tlsCfg *tls.Config, ws *chatws.Handler, log *zap.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		l = tls.NewListener(l, tlsCfg)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", chatws.Page())
+	mux.Handle("/ws", ws)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("http"))}
+	go hs.Serve(l)
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	log.Info("web listening", zap.String("url", scheme+"://"+l.Addr().String()+"/"))
+	return func() { hs.Close() }, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // serveHTTP serves h on addr until stop is called.
