@@ -4,7 +4,7 @@
 // Cf), private-use (Co) and unassigned (Cn) code points, noncharacters and
 // U+2028/U+2029 are replaced by escapes: \t, \n and \r for those three,
 // \xNN for other characters below U+0080 and for bytes that are not valid
-// UTF-8, \uNNNN (at least four hex digits) for the rest. Everything else,
+// UTF-8, \uNNNN up to U+FFFF and \UNNNNNNNN beyond, for the rest. Everything else,
 // backslash included, is kept as it is. The page then sets the result with
 // textContent, never as HTML.
 
@@ -29,7 +29,8 @@ function escapeCodePoint(cp) {
     case 0x0a: return "\\n";
     case 0x0d: return "\\r";
   }
-  return cp < 0x80 ? "\\x" + hex(cp, 2) : "\\u" + hex(cp, 4);
+  if (cp < 0x80) return "\\x" + hex(cp, 2);
+  return cp > 0xffff ? "\\U" + hex(cp, 8) : "\\u" + hex(cp, 4);
 }
 
 // escapeText returns the JavaScript string s made safe to show.
