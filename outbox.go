@@ -51,6 +51,7 @@ type outbox struct {
 	closed  bool        // the connection is closed; nothing more is queued
 	next    uint64      // the ordinal of the next reply
 	held    []heldReply // replies from ordinal heldAt on, the first unsettled
+	heldBuf []heldReply // held's array, kept for the next burst while small
 	heldAt  uint64
 	heldLen int       // bytes counted against limit for the held replies
 	waiting int       // held replies not settled yet
@@ -134,7 +135,7 @@ func (o *outbox) reply(r Result) {
 	o.next++
 	o.stats.framesOut[outResponse].Add(1)
 	if len(o.held) > 0 {
-		o.held = append(o.held, heldReply{settled: true, result: r})
+		o.pushHeld(heldReply{settled: true, result: r})
 		o.heldLen += HeaderSize + 1
 		return
 	}
@@ -152,11 +153,27 @@ func (o *outbox) replyNames(names []string) {
 	o.stats.framesOut[outNames].Add(1)
 	if len(o.held) > 0 {
 		list := AppendNames(nil, names)
-		o.held = append(o.held, heldReply{settled: true, list: list})
+		o.pushHeld(heldReply{settled: true, list: list})
 		o.heldLen += len(list)
 		return
 	}
 	o.buf = AppendNames(o.buf, names)
+}
+
+// heldKeep is the most held replies whose room an outbox keeps once they
+// are all out.
+const heldKeep = 128
+
+// pushHeld appends h to the held replies, reusing their array.
+func (o *outbox) pushHeld(h heldReply) {
+	if len(o.held) == 0 {
+		o.held = o.heldBuf[:0]
+	}
+	c := cap(o.held)
+	o.held = append(o.held, h)
+	if cap(o.held) != c { // a new array, which o.held starts
+		o.heldBuf = o.held[:0]
+	}
 }
 
 // hold queues the reply with ordinal n, the next, unsettled: it and the
@@ -174,7 +191,7 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 	if e := o.early; e != nil && e.n == n {
 		o.early = nil
 		if len(o.held) > 0 {
-			o.held = append(o.held, heldReply{settled: true, result: e.result})
+			o.pushHeld(heldReply{settled: true, result: e.result})
 			o.heldLen += HeaderSize + 1
 		} else {
 			o.buf = AppendResponse(o.buf, e.result)
@@ -184,7 +201,7 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 	if len(o.held) == 0 {
 		o.heldAt = n
 	}
-	o.held = append(o.held, heldReply{result: ResultFailure, size: size})
+	o.pushHeld(heldReply{result: ResultFailure, size: size})
 	o.heldLen += size
 	o.waiting++
 	return 0, false
@@ -230,8 +247,8 @@ func (o *outbox) settle(n uint64, r Result) bool {
 	}
 	o.held = o.held[k:]
 	o.heldAt += uint64(k)
-	if len(o.held) == 0 {
-		o.held = nil
+	if len(o.held) == 0 && cap(o.heldBuf) > heldKeep {
+		o.heldBuf = nil // an idle connection keeps little
 	}
 	switch {
 	case len(o.buf) > 0:
@@ -445,7 +462,7 @@ func (o *outbox) drainedLocked() {
 		return
 	}
 	o.closed, o.lingering = true, true
-	o.buf, o.held = nil, nil
+	o.buf, o.held, o.heldBuf = nil, nil, nil
 	close(o.done)
 }
 
@@ -521,7 +538,7 @@ func (o *outbox) closeLocked() {
 		return
 	}
 	o.closed = true
-	o.buf, o.held = nil, nil
+	o.buf, o.held, o.heldBuf = nil, nil, nil
 	o.conn.Close()
 	close(o.done)
 }

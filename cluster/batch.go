@@ -217,17 +217,21 @@ type batch struct {
 	receipts []chat.Receipt
 	seq      uint64
 	sentAt   time.Time
-	timer    *time.Timer // asks about it once it is late
-	done     bool        // settled; guarded by Directory.sentMu
+	done     bool // settled; guarded by Directory.sentMu
 }
 
-// itemBufs holds the buffers of batches sent, for new batches.
-var itemBufs = sync.Pool{New: func() any { return make([]byte, 0, 4<<10) }}
+// itemBufs and receiptBufs hold the buffers of batches sent and settled,
+// for new batches.
+var (
+	itemBufs    = sync.Pool{New: func() any { return make([]byte, 0, 4<<10) }}
+	receiptBufs = sync.Pool{New: func() any { return make([]chat.Receipt, 0, 64) }}
+)
 
 // newBatch starts a batch for l, with room for the header.
 func newBatch(l *link) *batch {
 	buf := itemBufs.Get().([]byte)
-	return &batch{link: l, items: append(buf, make([]byte, l.d.headerSize)...)}
+	rs := receiptBufs.Get().([]chat.Receipt)
+	return &batch{link: l, items: append(buf, make([]byte, l.d.headerSize)...), receipts: rs}
 }
 
 // deliver appends a message for the user to, whose login has token, to
@@ -271,8 +275,6 @@ func (l *link) sendLocked() {
 		settled = l.open[0].seq
 	}
 	l.open = append(l.open, b)
-	// The answer may come any time after the publish; so may the timer.
-	b.timer = time.AfterFunc(d.cfg.Timeout, func() { d.expire(b) })
 	d.sentMu.Unlock()
 
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, settled: settled, deadline: now.Add(d.cfg.Timeout)}
@@ -322,20 +324,24 @@ func (d *Directory) settle(seq uint64, answers []byte, err error) {
 	if b == nil {
 		return
 	}
-	b.timer.Stop()
 	if err == nil && len(answers) != len(b.receipts) {
 		err = fmt.Errorf("%w: node %s: bad answer", chat.ErrUnavailable, b.link.node)
 	}
 	if err != nil {
 		d.log.Debug("batch failed", zap.String("to", b.link.node), zap.Int("messages", len(b.receipts)), zap.Error(err))
-		for _, r := range b.receipts {
-			r.Done(err)
-		}
-		return
 	}
 	for i, r := range b.receipts {
-		r.Done(answerError(answers[i], b.link.node))
+		if err != nil {
+			r.Done(err)
+		} else {
+			r.Done(answerError(answers[i], b.link.node))
+		}
 	}
+	if cap(b.receipts) <= 4096 {
+		clear(b.receipts)
+		receiptBufs.Put(b.receipts[:0])
+	}
+	b.receipts = nil
 }
 
 // answerError is the outcome of one delivery the destination node answered.

@@ -37,6 +37,7 @@ func (d *Directory) maintain() {
 		case <-d.poke:
 		case <-t.C:
 		}
+		d.checkLate()
 		if !d.nc.IsConnected() {
 			d.online.Store(false)
 			continue

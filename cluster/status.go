@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -156,23 +157,23 @@ func (d *Directory) handleStatus(m *nats.Msg) {
 	m.Respond(out)
 }
 
-// expire is a batch's timer: its answer is late, so its link's asker is to
-// ask about it.
-func (d *Directory) expire(b *batch) {
+// checkLate starts an asker for each link whose oldest open batch has
+// waited Timeout for its answer. The maintaining goroutine calls it.
+func (d *Directory) checkLate() {
+	cutoff := time.Now().Add(-d.cfg.Timeout)
+	d.linksMu.Lock()
+	links := slices.Collect(maps.Values(d.links))
+	d.linksMu.Unlock()
 	d.sentMu.Lock()
 	defer d.sentMu.Unlock()
-	l := b.link
-	if d.sent[b.seq] != b || l.asking {
-		return
+	for _, l := range links {
+		if l.asking || len(l.open) == 0 || l.open[0].sentAt.After(cutoff) {
+			continue
+		}
+		l.asking = true
+		d.askers.Add(1)
+		go d.ask(l)
 	}
-	select {
-	case <-d.done:
-		return // failAll settles it
-	default:
-	}
-	l.asking = true
-	d.askers.Add(1)
-	go d.ask(l)
 }
 
 // ask is the goroutine that asks l's node about the batches whose answers
