@@ -35,15 +35,21 @@
 // bucket of the previous version is not usable: its values are not read,
 // and a warning says so.
 //
-// A message for a user on another node is a NATS request to that node,
-// which queues it for its user and answers whether it did. The sending
-// connection waits for the answer (3*Config.Timeout at most) before it reads
-// its next request, so one sender's messages to one recipient arrive in
-// order, and Success means the recipient's server queued the message. A
-// message that reaches the other node after a third of the sender's wait
-// is not queued but answered late, so that a sender told Failure after its
-// wait was not, in fact, delivered (this assumes the nodes' clocks agree
-// within Config.Timeout, as NTP keeps them).
+// # Messages between nodes
+//
+// A message for a user on another node does not hold up its sender: the
+// node gathers everything its connections have for each other node into
+// one batch, one NATS message, sent when the connections have handled what
+// they read; the other node queues each message for its user and answers
+// the whole batch with one message. Meanwhile the sending connection goes
+// on reading and handling requests; its replies still go out in the order
+// of its requests (chat.Receipt), and at chat.Server.MaxPending messages
+// waiting for other nodes it reads no more until answers come. Success
+// means the recipient's server queued the message for the very login it was
+// addressed to; Failure, that it was not queued and never will be: an
+// answer NATS loses is asked for again, and the question fences. One
+// sender's messages to one recipient arrive in order. batch.go and
+// status.go give the details and the layout of the messages.
 //
 // # Failures
 //
@@ -130,11 +136,11 @@ type Config struct {
 	// others. DeadAfter/5 if zero.
 	Heartbeat time.Duration
 
-	// Timeout bounds each request to NATS. A message for another node is
-	// queued there only within Timeout of being sent, and answered Failure
-	// if no answer comes within 3*Timeout: a Failure hides a delivered
-	// message only if the nodes' clocks differ by more than Timeout, or the
-	// answer takes 2*Timeout to come back. DefaultTimeout if zero.
+	// Timeout bounds each request to NATS. A batch of messages for another
+	// node is queued there only within Timeout of being sent (by the
+	// nodes' wall clocks, which must agree within Timeout), and asked
+	// about if its answer has not come within Timeout. DefaultTimeout if
+	// zero.
 	Timeout time.Duration
 
 	// Replicas is the number of copies JetStream keeps of the bucket, when
