@@ -74,9 +74,33 @@ func ReceiptFunc(f func(err error)) Receipt { return Receipt{f: f} }
 func (r Receipt) Done(err error) {
 	switch {
 	case r.c != nil:
-		r.c.settle(r.n, err)
+		r.c.settle(r.n, err, true)
 	case r.f != nil:
 		r.f(err)
+	}
+}
+
+// Settle settles each receipt rs[i] with outcome(i), in order, as Done
+// does, and then has the replies written: each connection's in one write,
+// from the calling goroutine as far as the socket takes it without
+// blocking. A Peer that learns many outcomes at once (the answer to a batch
+// sent to another server) calls Settle rather than Done for each.
+func Settle(rs []Receipt, outcome func(i int) error) {
+	var buf [8]*outbox
+	touched := buf[:0]
+	for i, r := range rs {
+		switch {
+		case r.c != nil:
+			r.c.settle(r.n, outcome(i), false)
+			if o := r.c.out; len(touched) == 0 || touched[len(touched)-1] != o {
+				touched = append(touched, o)
+			}
+		case r.f != nil:
+			r.f(outcome(i))
+		}
+	}
+	for _, o := range touched {
+		o.flush()
 	}
 }
 

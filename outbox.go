@@ -209,9 +209,10 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 
 // settle gives the held reply with ordinal n its result, and queues the
 // replies no longer held back. It is called from any goroutine, and has
-// them written. It reports false if the reply was settled already, or the
+// them written by a writer goroutine, unless write is false: then the caller
+// calls flush. It reports false if the reply was settled already, or the
 // connection is closed.
-func (o *outbox) settle(n uint64, r Result) bool {
+func (o *outbox) settle(n uint64, r Result, write bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -252,7 +253,9 @@ func (o *outbox) settle(n uint64, r Result) bool {
 	}
 	switch {
 	case len(o.buf) > 0:
-		o.startWriter()
+		if write {
+			o.startWriter()
+		}
 	case o.closing && !o.writing && o.waiting == 0:
 		o.drainedLocked()
 	}

@@ -963,7 +963,7 @@ func (c *conn) takeForHook(n uint64) (pendingMessage, bool) {
 // settle is Receipt.Done: it counts the outcome of the pending message
 // whose reply has ordinal n, and has the reply written. It is called from
 // any goroutine.
-func (c *conn) settle(n uint64, err error) {
+func (c *conn) settle(n uint64, err error, write bool) {
 	s := c.srv
 	var m pendingMessage
 	var kept bool
@@ -971,7 +971,7 @@ func (c *conn) settle(n uint64, err error) {
 		m, kept = c.takeForHook(n)
 	}
 	if err != nil {
-		if c.out.settle(n, ResultFailure) {
+		if c.out.settle(n, ResultFailure, write) {
 			why := undelivered(err)
 			c.stats.failures[why].Add(1)
 			if why != FailQueueFull {
@@ -980,7 +980,7 @@ func (c *conn) settle(n uint64, err error) {
 		}
 		return
 	}
-	if c.out.settle(n, ResultOK) {
+	if c.out.settle(n, ResultOK, write) {
 		c.stats.relayed.Add(1)
 		if kept {
 			s.OnMessage(m.from, m.to, m.text)

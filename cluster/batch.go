@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -280,11 +281,6 @@ func (l *link) sendLocked() {
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, settled: settled, deadline: now.Add(d.cfg.Timeout)}
 	appendHeader(b.items[:0], h) // into the room left for it
 	err := d.nc.PublishMsg(&nats.Msg{Subject: l.subject, Reply: d.ackPrefix + strconv.FormatUint(b.seq, 10), Data: b.items})
-	// The NATS client has copied the batch: its buffer serves again.
-	if cap(b.items) <= maxBatch+maxBatch/4 {
-		itemBufs.Put(b.items[:0])
-	}
-	b.items = nil
 	if err != nil {
 		d.settle(b.seq, nil, fmt.Errorf("%w: node %s: %v", chat.ErrUnavailable, l.node, err))
 	}
@@ -330,18 +326,93 @@ func (d *Directory) settle(seq uint64, answers []byte, err error) {
 	if err != nil {
 		d.log.Debug("batch failed", zap.String("to", b.link.node), zap.Int("messages", len(b.receipts)), zap.Error(err))
 	}
-	for i, r := range b.receipts {
-		if err != nil {
-			r.Done(err)
-		} else {
-			r.Done(answerError(answers[i], b.link.node))
+	if err == nil && bytes.IndexByte(answers, answerGone) >= 0 {
+		// A recipient had left that node: it may be logged in anew, on
+		// another node or this one. Rare; the others are settled now, those
+		// off this goroutine.
+		var rs []chat.Receipt
+		var idx []int
+		for i, a := range answers {
+			if a != answerGone {
+				rs, idx = append(rs, b.receipts[i]), append(idx, i)
+			}
 		}
+		chat.Settle(rs, func(j int) error { return answerError(answers[idx[j]], b.link.node) })
+		d.askers.Add(1)
+		go d.redeliver(b, answers)
+		return
+	}
+	chat.Settle(b.receipts, func(i int) error {
+		if err != nil {
+			return err
+		}
+		return answerError(answers[i], b.link.node)
+	})
+	d.recycle(b)
+}
+
+// recycle returns a settled batch's buffers.
+func (d *Directory) recycle(b *batch) {
+	if cap(b.items) <= maxBatch+maxBatch/4 {
+		itemBufs.Put(b.items[:0])
 	}
 	if cap(b.receipts) <= 4096 {
 		clear(b.receipts)
 		receiptBufs.Put(b.receipts[:0])
 	}
-	b.receipts = nil
+	b.items, b.receipts = nil, nil
+}
+
+// redeliver settles the messages of b that its node answered gone: each is
+// delivered again to its recipient's current login, if that login is not
+// the one the message was addressed to, and otherwise settled as gone.
+func (d *Directory) redeliver(b *batch, answers []byte) {
+	defer d.askers.Done()
+	defer d.recycle(b)
+	items := b.items[d.headerSize:]
+	for i := 0; len(items) > 0; i++ {
+		token, to, from, text, rest, _ := nextItem(items)
+		items = rest
+		if answers[i] != answerGone {
+			continue
+		}
+		r := b.receipts[i]
+		p, newToken, ok := d.current(string(to))
+		if !ok || newToken == token {
+			r.Done(chat.ErrPeerGone)
+			continue
+		}
+		switch err := p.Deliver(string(from), text, r); err {
+		case chat.ErrPending:
+			p.Flush()
+		case nil:
+			r.Done(nil)
+			p.Flush()
+		default:
+			r.Done(err)
+		}
+	}
+}
+
+// current returns the peer of name's current login, and its token, reading
+// the bucket itself rather than the copy.
+func (d *Directory) current(name string) (chat.Peer, uint64, bool) {
+	d.mu.RLock()
+	u := d.local[name]
+	var p chat.Peer
+	var rev uint64
+	if u != nil {
+		p, rev = u.peer, u.rev
+	}
+	d.mu.RUnlock()
+	if u != nil {
+		return p, rev, rev != 0
+	}
+	q, ok := d.lookupBucket(name)
+	if rp, remote := q.(*remotePeer); ok && remote {
+		return rp, rp.token, true
+	}
+	return nil, 0, false
 }
 
 // answerError is the outcome of one delivery the destination node answered.
@@ -453,7 +524,7 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 	if !time.Now().After(h.deadline) {
 		oc = d.accept(h.instance, h.seq, h.settled) // nil if overtaken, or fenced
 	}
-	touched := d.touched[:0]
+	touched := d.touched
 	var sender string
 	for len(items) > 0 {
 		token, to, from, text, rest, _ := nextItem(items) // checked by countItems
@@ -487,15 +558,44 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 			answers = append(answers, answerGone)
 		}
 	}
-	for i, p := range touched {
-		p.Flush()
-		touched[i] = nil
-	}
-	d.touched = touched[:0]
+	d.touched = touched
 	if oc != nil {
 		d.answered(oc, answers)
 	}
 	if m.Reply != "" {
 		d.nc.Publish(m.Reply, answers)
 	}
+	// The messages are queued, not written yet: the batches waiting behind
+	// this one are handled first, and their messages written together.
+	// (NATS counts the batch being handled among the pending ones until the
+	// handler returns.)
+	d.unwritten++
+	if n, _, _ := d.batchSub.Pending(); n > 1 && d.unwritten < maxUnwritten {
+		return
+	}
+	d.writeQueued()
+}
+
+// maxUnwritten is the most batches handled before their messages are
+// written.
+const maxUnwritten = 16
+
+// writeQueued has the messages of the batches handled so far written to
+// their recipients, once their answers have reached the NATS server: a node
+// that dies then has delivered nothing it had not answered for, so its
+// senders are never told Failure for a message that arrived. (If the answers
+// do not reach NATS, the node remembers them, and its senders ask.)
+func (d *Directory) writeQueued() {
+	d.unwritten = 0
+	if len(d.touched) == 0 {
+		return
+	}
+	if err := d.nc.FlushTimeout(d.cfg.Timeout); err != nil {
+		d.log.Debug("answers not confirmed by NATS", zap.Error(err))
+	}
+	for i, p := range d.touched {
+		p.Flush()
+		d.touched[i] = nil
+	}
+	d.touched = d.touched[:0]
 }

@@ -180,7 +180,10 @@ type Directory struct {
 	recvMu   sync.Mutex
 	received map[uint64]*received // batches received, by sending process
 
-	touched []chat.Peer // used by handleBatch only, which NATS calls on one goroutine
+	// Used by handleBatch only, which NATS calls on one goroutine.
+	batchSub  *nats.Subscription
+	touched   []chat.Peer // peers given messages not written yet
+	unwritten int         // batches handled since the last writeQueued
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
 	epoch   atomic.Uint64 // disconnections so far
@@ -360,6 +363,9 @@ func (d *Directory) subscribe() error {
 		// Batches may come in bursts from many nodes. Those that wait here
 		// past their deadline are answered late, not queued.
 		sub.SetPendingLimits(-1, 64<<20)
+		if s.subj == d.deliver {
+			d.batchSub = sub
+		}
 	}
 	return d.nc.FlushTimeout(d.cfg.Timeout)
 }

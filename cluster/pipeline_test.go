@@ -449,3 +449,36 @@ func TestStalledNode(t *testing.T) {
 		t.Errorf("bob got %+v, want the message sent after the stall", m)
 	}
 }
+
+// TestRecipientMoved: a message addressed, from a stale copy of the bucket,
+// to a recipient who has since logged in again on another node reaches the
+// new login.
+func TestRecipientMoved(t *testing.T) {
+	_, n := cluster3(t)
+	alice := login(t, n[0], "alice")
+	bob := login(t, n[1], "bob")
+	if err := alice.SendTo(ctx(t), "bob", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if m := bob.receive(); m.Text != "first" {
+		t.Fatalf("bob got %+v", m)
+	}
+	n[0].dir.stopWatch() // n1's copy stays as it is: bob on n2
+	gone := n[1].loggedOut("bob")
+	bob.Close()
+	<-gone
+	bob2 := login(t, n[2], "bob")
+	if err := alice.SendTo(ctx(t), "bob", "moved"); err != nil {
+		t.Fatalf("sendto bob, logged in again on n3: %v", err)
+	}
+	if m := bob2.receive(); m.Text != "moved" {
+		t.Errorf("bob on n3 got %+v", m)
+	}
+	// A recipient who left for good: Failure.
+	gone = n[2].loggedOut("bob")
+	bob2.Close()
+	<-gone
+	if err := alice.SendTo(ctx(t), "bob", "nobody"); !isFailure(err) {
+		t.Errorf("sendto bob, logged out everywhere: %v, want Failure", err)
+	}
+}
