@@ -780,7 +780,7 @@ func (c *conn) handle(f Frame) {
 			return
 		}
 		c.logout(nil)
-		c.answer(ok)
+		c.answer(succeeded)
 	default:
 		// A server-to-client frame sent to the server.
 		c.stats.framesIn[inMalformed].Add(1)
@@ -789,13 +789,14 @@ func (c *conn) handle(f Frame) {
 	}
 }
 
-// ok is the FailureReason of a request that succeeded, for answer.
-const ok = numFailureReasons
+// succeeded stands for the FailureReason of a request that succeeded, for
+// answer.
+const succeeded = numFailureReasons
 
-// answer replies Success if why is ok, and otherwise Failure, counted
-// under why.
+// answer replies Success if why is succeeded, and otherwise Failure,
+// counted under why.
 func (c *conn) answer(why FailureReason) {
-	if why == ok {
+	if why == succeeded {
 		c.out.reply(ResultOK)
 		return
 	}
@@ -836,7 +837,7 @@ func (c *conn) login(b []byte) FailureReason {
 	if s.OnLogin != nil {
 		s.OnLogin(c.nc, name)
 	}
-	return ok
+	return succeeded
 }
 
 func (c *conn) logout(reason error) {
@@ -931,7 +932,7 @@ func (c *conn) sendTo(to, text []byte) {
 	if s.OnMessage != nil {
 		s.OnMessage(c.name, string(to), string(text))
 	}
-	c.answer(ok)
+	c.answer(succeeded)
 }
 
 // pendingMessage is a message waiting for its outcome, kept for OnMessage.

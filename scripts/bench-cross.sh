@@ -25,13 +25,27 @@ start() { # $1 = bin dir, $2 = 1 (one server) or 2 (two nodes through NATS)
   done
   ADDRS=${ADDRS#,}; PIDS=${PIDS#,}
 }
-# $1 label, $2 bin, $3 servers, $4.. chatbench flags; appends "label value" lines to $OUT/results
+ticks() { # CPU time of process $1 so far, in clock ticks (user + system)
+  awk '{print $14 + $15}' /proc/$1/stat 2>/dev/null || echo 0
+}
+# $1 label, $2 bin, $3 servers, $4.. chatbench flags; appends "label value" lines to
+# $OUT/results, and for throughput runs "label.cpu µs" (servers' and NATS's CPU time
+# per message delivered, warm-up included)
 measure() {
   local label=$1 bin=$2 n=$3; shift 3
   start $bin $n
+  local np; np=$(pgrep -f "nats-server -js -sd $OUT" || true)
+  local t0=0; [ -n "$np" ] && t0=$(ticks $np)
   local out; out=$($bin/chatbench -addr $ADDRS -server-pid $PIDS -json -q "$@" 2>>$OUT/bench.err)
-  local v; v=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); m=sys.argv[1]; print(r["latency_us"]["p50"] if m=="p50" else r["msgs_per_sec"])' "$MEASURE")
-  echo "$label $v" | tee -a $OUT/results
+  local t1=0; [ -n "$np" ] && t1=$(ticks $np)
+  echo "$out" | python3 -c '
+import json, os, sys
+r = json.load(sys.stdin); label, m, nats = sys.argv[1], sys.argv[2], (int(sys.argv[4]) - int(sys.argv[3])) / os.sysconf("SC_CLK_TCK")
+print(label, r["latency_us"]["p50"] if m == "p50" else r["msgs_per_sec"])
+if m != "p50":
+    cpu = sum(s["cpu_s"] for s in r.get("servers") or []) + nats
+    print(label + ".cpu", 1e6 * cpu / max(r["delivered_total"], 1))
+' "$label" "$MEASURE" $t0 $t1 | tee -a $OUT/results
 }
 : >$OUT/results
 for r in $(seq 1 $RUNS); do
@@ -54,7 +68,7 @@ for line in open(sys.argv[1]):
     k, x = line.split(); v[k].append(float(x))
 med = {k: statistics.median(x) for k, x in v.items()}
 print("\nmedians of %d rounds:" % max(len(x) for x in v.values()))
-for k in sorted(med): print("  %-22s %12.0f   %s" % (k, med[k], " ".join("%.0f" % x for x in v[k])))
+for k in sorted(med): print("  %-26s %12.2f   %s" % (k, med[k], " ".join("%.2f" % x for x in v[k])))
 for tag in ("new", "old"):
     for t in ("pairs20", "pair1k", "pingpong"):
         a, b = med.get(tag + "." + t + ".two"), med.get(tag + "." + t + ".one")
