@@ -411,7 +411,8 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		return
 	}
 	answers := make([]byte, 0, count)
-	late := time.Now().After(h.deadline)
+	// A fenced node refuses the whole batch (lease.go).
+	late := !d.leaseValid() || time.Now().After(h.deadline)
 	if last, ok := d.lastBatch[h.sender]; ok && last.instance == h.instance && h.seq <= last.seq {
 		late = true // overtaken by a later batch: refused, to keep the order
 	} else if !late {

@@ -104,12 +104,25 @@ type Config struct {
 	// Prefixes.
 	Prefix string
 
-	// DeadAfter is how long a node may go unheard before the others take
-	// it for dead and free its users' names. DefaultDeadAfter if zero.
+	// DeadAfter is how long a node's lease may go unrenewed, as another
+	// node sees it, before that node takes it for dead and frees its users'
+	// names. It must be at least Lease + Margin. DefaultDeadAfter if zero.
 	DeadAfter time.Duration
 
-	// Heartbeat is how often the node says it is alive, and checks the
-	// others. DeadAfter/5 if zero.
+	// Lease is how long a renewal of a node's lease holds its users' names;
+	// the node stops serving them (it fences itself) when its last
+	// confirmed renewal started Lease − Margin ago. DeadAfter − Margin if
+	// zero.
+	Lease time.Duration
+
+	// Margin is what the node keeps of its lease, and what the others wait
+	// beyond it, for the nodes' clocks to run at different rates and for a
+	// pause between a check of the lease and what it guards. DeadAfter/5
+	// if zero.
+	Margin time.Duration
+
+	// Heartbeat is how often the node renews its lease, and checks the
+	// others. DeadAfter/5 if zero; at most (Lease − Margin)/2.
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS. A message for another node is
@@ -156,15 +169,27 @@ type Directory struct {
 	touched   []chat.Peer
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
-	epoch   atomic.Uint64 // disconnections so far
-	poke    chan struct{} // the connection changed: maintain now
-	done    chan struct{} // closed by Close
+	fenced  atomic.Bool   // not holding the lease: serving no names (lease.go)
+	fences  atomic.Uint64 // times fenced
+	stamp   atomic.Pointer[stamp]
+	valid   time.Duration                 // Lease − Margin
+	hold    atomic.Pointer[chan struct{}] // set while a test pauses the node
+	epoch   atomic.Uint64                 // disconnections so far
+	poke    chan struct{}                 // the connection changed: maintain now
+	done    chan struct{}                 // closed by Close
 	maint   sync.WaitGroup
 	follows sync.WaitGroup
 
 	// Used by the maintaining goroutine only.
 	watcher     *watch
 	onlineSince time.Time
+
+	// Used by the renewing goroutine only (and by Open and Close, when it
+	// does not run).
+	leaseRev  uint64    // of the node's lease key
+	leaseLost bool      // the other nodes took this one for dead
+	prevRev   uint64    // of a previous process's lease key, waited on
+	prevSince time.Time // when prevRev was first seen
 
 	mu      sync.RWMutex
 	kv      jetstream.KeyValue
@@ -174,7 +199,8 @@ type Directory struct {
 	sorted  []string              // cache of all's names, nil when stale
 	applied uint64                // the last revision copied
 	waiters []waiter              // Names calls waiting for a revision
-	seen    map[string]seenAt     // when each node was last heard from
+	leases  map[string]leaseSeen  // the other nodes' leases, from the copy
+	gen     uint64                // fences so far: a login spanning one fails
 	closed  bool
 }
 
@@ -197,11 +223,6 @@ type waiter struct {
 	done chan struct{}
 }
 
-type seenAt struct {
-	at       time.Time
-	instance string
-}
-
 // Open connects to the NATS server at url (a comma-separated list for
 // several), creates the bucket if it does not exist, and joins the cluster.
 // It fails if NATS cannot be reached, or if a running node already uses the
@@ -217,8 +238,22 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 	if cfg.DeadAfter <= 0 {
 		cfg.DeadAfter = DefaultDeadAfter
 	}
+	if cfg.Margin <= 0 {
+		cfg.Margin = cfg.DeadAfter / 5
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = cfg.DeadAfter - cfg.Margin
+	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = cfg.DeadAfter / 5
+	}
+	switch {
+	case cfg.Lease <= cfg.Margin:
+		return nil, fmt.Errorf("cluster: lease %v must be longer than its margin %v", cfg.Lease, cfg.Margin)
+	case cfg.DeadAfter < cfg.Lease+cfg.Margin:
+		return nil, fmt.Errorf("cluster: DeadAfter %v must be at least the lease %v plus the margin %v", cfg.DeadAfter, cfg.Lease, cfg.Margin)
+	case cfg.Heartbeat > (cfg.Lease-cfg.Margin)/2:
+		return nil, fmt.Errorf("cluster: heartbeat %v must be at most half of the lease %v less the margin %v", cfg.Heartbeat, cfg.Lease, cfg.Margin)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -254,8 +289,11 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		done:       make(chan struct{}),
 		local:      make(map[string]*localUser),
 		all:        make(map[string]*entry),
-		seen:       make(map[string]seenAt),
+		leases:     make(map[string]leaseSeen),
+		valid:      cfg.Lease - cfg.Margin,
 	}
+	d.fenced.Store(true) // until it holds its lease
+	d.stamp.Store(&stamp{})
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
@@ -289,15 +327,22 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		nc.Close()
 		return nil, err
 	}
-	if err := d.sync(ctx); err != nil {
+	kv, err := d.openBucket(ctx)
+	if err == nil {
+		err = d.acquire(ctx, kv)
+	}
+	if err == nil {
+		err = d.sync(ctx)
+	}
+	if err != nil {
 		d.stopWatch()
 		nc.Close()
 		d.follows.Wait()
 		return nil, err
 	}
-	d.heartbeat()
-	d.maint.Add(1)
+	d.maint.Add(2)
 	go d.maintain()
+	go d.renewLoop()
 	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
 	return d, nil
 }
@@ -320,7 +365,6 @@ func (d *Directory) subscribe() error {
 		{hello, func(m *nats.Msg) { m.Respond([]byte(d.instance)) }},
 		{d.deliver, d.handleBatch},
 		{d.ackPrefix + "*", d.handleAnswer},
-		{d.cfg.Prefix + ".alive.*", d.handleHeartbeat},
 	}
 	for _, s := range subs {
 		sub, err := d.nc.Subscribe(s.subj, s.fn)
@@ -365,6 +409,7 @@ func (d *Directory) Close() error {
 		for name, rev := range left {
 			d.deleteKey(name, rev)
 		}
+		d.expireLease(d.cfg.Node, d.leaseRev) // a restart need not wait
 	}
 	d.stopWatch()
 	d.nc.Close()
@@ -409,6 +454,9 @@ var errOffline = fmt.Errorf("%w: not connected to the cluster", chat.ErrUnavaila
 
 // Login implements chat.Directory: it creates name's key in the bucket.
 func (d *Directory) Login(name string, p chat.Peer) error {
+	if !d.leaseValid() {
+		return errFenced
+	}
 	if !d.online.Load() {
 		return errOffline
 	}
@@ -423,16 +471,24 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 		return chat.ErrNameTaken
 	}
 	d.local[name] = u
-	kv := d.kv
+	kv, gen := d.kv, d.gen
 	d.mu.Unlock()
 
 	var rev uint64
 	var err error
 	offload(func() { rev, err = d.claim(kv, name) })
+	d.leaseValid() // fences the node if its lease expired meanwhile
 	d.mu.Lock()
+	if err == nil && d.gen != gen { // fenced meanwhile: u was evicted
+		d.mu.Unlock()
+		offload(func() { d.deleteKey(name, rev) })
+		return errFenced
+	}
 	defer d.mu.Unlock()
 	if err != nil {
-		delete(d.local, name)
+		if d.local[name] == u {
+			delete(d.local, name)
+		}
 		return err
 	}
 	u.rev = rev
@@ -521,6 +577,9 @@ func (d *Directory) deleteKey(name string, rev uint64) bool {
 // Lookup implements chat.Directory. A user of this node is its own peer; a
 // user of another node is a peer that sends the message there.
 func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
+	if !d.leaseValid() {
+		return offlinePeer{errFenced}, true
+	}
 	d.mu.RLock()
 	if u := d.local[string(name)]; u != nil && u.rev != 0 {
 		d.mu.RUnlock()
@@ -581,6 +640,9 @@ func (d *Directory) remote(node, name string, rev uint64) *remotePeer {
 // bucket up to date with the bucket itself, so that a login answered
 // Success anywhere before the list was asked for is in it.
 func (d *Directory) Names() []string {
+	if !d.leaseValid() {
+		return nil
+	}
 	if !d.online.Load() {
 		return d.localNames()
 	}

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -12,6 +11,8 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/seedchat/chat"
 )
@@ -23,9 +24,10 @@ func TestMain(m *testing.M) {
 }
 
 // Timings of the test clusters: short, so that a dead node is noticed in
-// about a second.
+// a few seconds (the lease is DeadAfter less two margins of DeadAfter/5,
+// 1.8 s, long enough for a busy machine to renew it in time).
 const (
-	testDeadAfter = time.Second
+	testDeadAfter = 3 * time.Second
 	testHeartbeat = 100 * time.Millisecond
 	testWait      = 30 * time.Second // bound on anything a test waits for
 )
@@ -78,6 +80,14 @@ func (s *natsServer) stop() {
 
 func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
+// testLogger logs the nodes' warnings to the test's log with -v.
+func testLogger(t *testing.T) *zap.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+}
+
 // node is a chat server joined to a test cluster, listening on loopback.
 type node struct {
 	t      *testing.T
@@ -89,6 +99,7 @@ type node struct {
 
 	mu      sync.Mutex
 	logouts map[string]chan struct{} // closed when the name logs out here
+	reasons map[string]error         // of each name's last logout here
 }
 
 func startNode(t *testing.T, url, name string) *node {
@@ -100,15 +111,17 @@ func startNode(t *testing.T, url, name string) *node {
 		DeadAfter: testDeadAfter,
 		Heartbeat: testHeartbeat,
 		Timeout:   5 * time.Second,
+		Logger:    testLogger(t),
 	})
 	if err != nil {
 		t.Fatalf("node %s: %v", name, err)
 	}
-	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{})}
+	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{}), reasons: make(map[string]error)}
 	n.srv = &chat.Server{
 		Directory: dir,
-		OnLogout: func(_ net.Conn, name string, _ error) {
+		OnLogout: func(_ net.Conn, name string, err error) {
 			n.mu.Lock()
+			n.reasons[name] = err
 			if ch := n.logouts[name]; ch != nil {
 				close(ch)
 				delete(n.logouts, name)
@@ -153,6 +166,13 @@ func (n *node) loggedOut(name string) <-chan struct{} {
 	ch := make(chan struct{})
 	n.logouts[name] = ch
 	return ch
+}
+
+// reason returns why name last logged out of the node.
+func (n *node) reason(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reasons[name]
 }
 
 // user is a client of a test cluster with the messages it received.
@@ -231,10 +251,11 @@ type proxy struct {
 	target string
 	addr   string
 
-	mu    sync.Mutex
-	l     net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	l      net.Listener
+	conns  map[net.Conn]struct{}
+	frozen chan struct{} // while not nil, nothing is forwarded; closed by thaw
+	wg     sync.WaitGroup
 }
 
 func startProxy(t *testing.T, target string) *proxy {
@@ -279,13 +300,50 @@ func (p *proxy) listen(addr string) {
 
 func (p *proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
+	defer src.Close()
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		frozen := p.frozen
+		p.mu.Unlock()
+		if frozen != nil {
+			<-frozen // what was read waits, as in a stopped process's socket
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops forwarding, without closing anything, until thaw.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+// thaw forwards again what was held, and what comes after.
+func (p *proxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
 }
 
 // cut closes the proxy and every connection through it.
 func (p *proxy) cut() {
+	p.thaw()
 	p.mu.Lock()
 	if p.l != nil {
 		p.l.Close()
