@@ -367,7 +367,7 @@ type remotePeer struct {
 // Deliver implements chat.Peer: it gathers the message into the batch for
 // the user's node.
 func (p *remotePeer) Deliver(from string, text []byte, r chat.Receipt) error {
-	if !p.link.d.online.Load() {
+	if !p.link.d.reachable() {
 		return errOffline
 	}
 	p.link.deliver(p.token, p.name, from, text, r)

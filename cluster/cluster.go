@@ -78,7 +78,7 @@ import (
 const (
 	DefaultBucket    = "chat_users"
 	DefaultPrefix    = "chat"
-	DefaultDeadAfter = 10 * time.Second
+	DefaultDeadAfter = 15 * time.Second
 	DefaultTimeout   = 2 * time.Second
 )
 
@@ -117,12 +117,12 @@ type Config struct {
 
 	// Margin is what the node keeps of its lease, and what the others wait
 	// beyond it, for the nodes' clocks to run at different rates and for a
-	// pause between a check of the lease and what it guards. DeadAfter/5
+	// pause between a check of the lease and what it guards. DeadAfter/10
 	// if zero.
 	Margin time.Duration
 
 	// Heartbeat is how often the node renews its lease, and checks the
-	// others. DeadAfter/5 if zero; at most (Lease − Margin)/2.
+	// others. DeadAfter/10 if zero; at most (Lease − Margin)/2.
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS. A message for another node is
@@ -239,13 +239,13 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		cfg.DeadAfter = DefaultDeadAfter
 	}
 	if cfg.Margin <= 0 {
-		cfg.Margin = cfg.DeadAfter / 5
+		cfg.Margin = cfg.DeadAfter / 10
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = cfg.DeadAfter - cfg.Margin
 	}
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = cfg.DeadAfter / 5
+		cfg.Heartbeat = cfg.DeadAfter / 10
 	}
 	switch {
 	case cfg.Lease <= cfg.Margin:
@@ -585,7 +585,7 @@ func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
 		d.mu.RUnlock()
 		return u.peer, true
 	}
-	if !d.online.Load() {
+	if !d.reachable() {
 		d.mu.RUnlock()
 		return offlinePeer{}, true
 	}

@@ -307,7 +307,7 @@ func TestOpenErrors(t *testing.T) {
 		{Node: "a.b"}, {Node: "a b"}, {Node: "x", Prefix: "a..b"},
 		{Node: "x", DeadAfter: time.Second, Lease: time.Second},                       // DeadAfter < Lease + Margin
 		{Node: "x", Lease: time.Second, Margin: time.Second},                          // no lease left
-		{Node: "x", DeadAfter: time.Second, Heartbeat: 400 * time.Millisecond},        // renewed too seldom
+		{Node: "x", DeadAfter: time.Second, Heartbeat: 500 * time.Millisecond},        // renewed too seldom
 		{Node: "x", DeadAfter: 10 * time.Second, Lease: 9 * time.Second, Margin: 2e9}, // 9 + 2 > 10
 	} {
 		// Refused before connecting: there is no NATS server there.

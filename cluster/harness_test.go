@@ -3,8 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,8 +28,9 @@ func TestMain(m *testing.M) {
 }
 
 // Timings of the test clusters: short, so that a dead node is noticed in
-// a few seconds (the lease is DeadAfter less two margins of DeadAfter/5,
-// 1.8 s, long enough for a busy machine to renew it in time).
+// a few seconds (a node fences itself when it could not renew its lease for
+// DeadAfter less two margins of DeadAfter/10, 2.4 s: long enough for a busy
+// machine to renew it in time).
 const (
 	testDeadAfter = 3 * time.Second
 	testHeartbeat = 100 * time.Millisecond
@@ -39,6 +44,11 @@ type natsServer struct {
 	store string
 	port  int
 	ns    *natsserver.Server
+
+	// Of a server in a NATS cluster (startNATSCluster), else zero.
+	name    string
+	cluster int        // port of its routes
+	routes  []*url.URL // to the others
 }
 
 func startNATS(t *testing.T) *natsServer {
@@ -51,14 +61,7 @@ func startNATS(t *testing.T) *natsServer {
 
 func (s *natsServer) start() {
 	s.t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      s.port,
-		JetStream: true,
-		StoreDir:  s.store,
-		NoLog:     true,
-		NoSigs:    true,
-	})
+	ns, err := natsserver.NewServer(s.options())
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -70,6 +73,23 @@ func (s *natsServer) start() {
 	s.port = ns.Addr().(*net.TCPAddr).Port
 }
 
+func (s *natsServer) options() *natsserver.Options {
+	opts := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      s.port,
+		JetStream: true,
+		StoreDir:  s.store,
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	if s.name != "" {
+		opts.ServerName = s.name
+		opts.Cluster = natsserver.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: s.cluster}
+		opts.Routes = s.routes
+	}
+	return opts
+}
+
 func (s *natsServer) stop() {
 	if s.ns != nil {
 		s.ns.Shutdown()
@@ -79,6 +99,78 @@ func (s *natsServer) stop() {
 }
 
 func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
+
+// startNATSCluster starts a cluster of three NATS servers with JetStream,
+// routed to each other, and waits for its JetStream leader.
+func startNATSCluster(t *testing.T) []*natsServer {
+	t.Helper()
+	ports := freePorts(t, 6)
+	servers := make([]*natsServer, 3)
+	for i := range servers {
+		s := &natsServer{t: t, store: t.TempDir(), port: ports[i], name: fmt.Sprint("nats-", i), cluster: ports[3+i]}
+		for j := range 3 {
+			if j != i {
+				s.routes = append(s.routes, &url.URL{Scheme: "nats-route", Host: "127.0.0.1:" + strconv.Itoa(ports[3+j])})
+			}
+		}
+		servers[i] = s
+	}
+	// Each waits for its routes to be ready: start them together.
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			ns, err := natsserver.NewServer(s.options())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ns.Start()
+			s.ns = ns
+		})
+	}
+	wg.Wait()
+	for _, s := range servers {
+		t.Cleanup(s.stop)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, s := range servers {
+		if !s.ns.ReadyForConnections(testWait) {
+			t.Fatal("NATS server not ready")
+		}
+	}
+	eventually(t, "a JetStream leader knowing its peers", func() bool {
+		return slices.ContainsFunc(servers, func(s *natsServer) bool {
+			return s.ns.JetStreamIsLeader() && len(s.ns.JetStreamClusterPeers()) == 3
+		})
+	})
+	return servers
+}
+
+// clusterURL is the URL list of a NATS cluster, from server first on.
+func clusterURL(servers []*natsServer, first int) string {
+	urls := make([]string, len(servers))
+	for i := range servers {
+		urls[i] = servers[(first+i)%len(servers)].url()
+	}
+	return strings.Join(urls, ",")
+}
+
+// freePorts returns n loopback ports free now.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
 
 // testLogger logs the nodes' warnings to the test's log with -v.
 func testLogger(t *testing.T) *zap.Logger {
@@ -104,15 +196,28 @@ type node struct {
 
 func startNode(t *testing.T, url, name string) *node {
 	t.Helper()
+	return startNodeWith(t, url, Config{Node: name})
+}
+
+// startNodeWith starts a node with cfg, whose zero timings are the tests'.
+func startNodeWith(t *testing.T, url string, cfg Config) *node {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testWait)
 	defer cancel()
-	dir, err := Open(ctx, url, Config{
-		Node:      name,
-		DeadAfter: testDeadAfter,
-		Heartbeat: testHeartbeat,
-		Timeout:   5 * time.Second,
-		Logger:    testLogger(t),
-	})
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = testDeadAfter
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = testHeartbeat
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	name := cfg.Node
+	dir, err := Open(ctx, url, cfg)
 	if err != nil {
 		t.Fatalf("node %s: %v", name, err)
 	}

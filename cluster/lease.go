@@ -355,3 +355,9 @@ func (d *Directory) resume() {
 		close(*h)
 	}
 }
+
+// reachable reports whether messages can go to other nodes: the node is
+// online, or connected again to NATS and catching up (its copy of the
+// bucket may be stale meanwhile; a message to a login that has ended is
+// refused by its token).
+func (d *Directory) reachable() bool { return d.online.Load() || d.nc.IsConnected() }
