@@ -48,11 +48,13 @@ import (
 //     again, since has another, and the item is refused.
 //   - Failure: not queued, and never will be. A batch carries a deadline, its
 //     sending time plus Config.Timeout; one that arrives later is refused
-//     whole. The sender waits 3*Timeout for the answer before it settles
-//     the batch as failed: this assumes the nodes' wall clocks agree within
-//     Timeout (NTP keeps them within milliseconds). A batch nobody
-//     subscribes for (a dead node) is answered by NATS at once ("no
-//     responders"), and fails then.
+//     whole. A batch unanswered after 3*Timeout is asked about again
+//     (answers.go) until its destination answers, or is taken for dead:
+//     Failure is given only for what the destination refused, or never
+//     received. This assumes the nodes' wall clocks agree within Timeout
+//     (NTP keeps them within milliseconds): the one place where wall clocks
+//     must agree. A batch nobody subscribes for (a dead node) is answered
+//     by NATS at once ("no responders"), and fails then.
 //   - Order: batches from one node to another carry increasing sequence
 //     numbers, and a node refuses a batch whose number is not above the last
 //     it accepted from that sender. One sender's messages to one recipient
@@ -199,6 +201,7 @@ type batch struct {
 	seq      uint64
 	sentAt   time.Time
 	timer    *time.Timer
+	queries  int // asked again for its answer (answers.go), on timer's goroutine
 }
 
 // deliver appends a message for the user to, whose login has token, to
@@ -238,7 +241,7 @@ func (l *link) sendLocked() {
 	b.seq, b.sentAt = d.seq, now
 	d.sent[b.seq] = b
 	// The answer may come any time after the publish; so may the timer.
-	b.timer = time.AfterFunc(3*d.cfg.Timeout, func() { d.settle(b.seq, nil, errNoAnswer) })
+	b.timer = time.AfterFunc(3*d.cfg.Timeout, func() { d.noAnswer(b) }) // answers.go
 	d.sentMu.Unlock()
 
 	h := batchHeader{sender: d.cfg.Node, instance: d.instanceID, seq: b.seq, deadline: now.Add(d.cfg.Timeout)}
@@ -256,11 +259,16 @@ var errNoAnswer = fmt.Errorf("%w: no answer in time (the message may have been d
 // handleAnswer settles a batch with the answer of its destination node, or
 // with NATS's word that nobody subscribes for it.
 func (d *Directory) handleAnswer(m *nats.Msg) {
-	seq, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+	tail := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	tail, query := strings.CutPrefix(tail, "q") // answers.go
+	seq, err := strconv.ParseUint(tail, 10, 64)
 	if err != nil {
 		return
 	}
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		if query {
+			return // asked again later, and failed after maxQueries
+		}
 		d.settle(seq, nil, fmt.Errorf("%w: the node is not running: %w", chat.ErrUnavailable, nats.ErrNoResponders))
 		return
 	}
@@ -306,25 +314,6 @@ func answerError(a byte, node string) error {
 		return fmt.Errorf("%w: node %s: the message came too late to be queued", chat.ErrUnavailable, node)
 	}
 	return fmt.Errorf("%w: node %s: bad answer", chat.ErrUnavailable, node)
-}
-
-// failSent settles as failed the batches sent to node more than twice
-// Timeout ago: past their deadline, by any clock within Timeout of this
-// one, they are refused if they arrive now. Called when node is taken for
-// dead.
-func (d *Directory) failSent(node string) {
-	cutoff := time.Now().Add(-2 * d.cfg.Timeout)
-	var seqs []uint64
-	d.sentMu.Lock()
-	for seq, b := range d.sent {
-		if b.link.node == node && b.sentAt.Before(cutoff) {
-			seqs = append(seqs, seq)
-		}
-	}
-	d.sentMu.Unlock()
-	for _, seq := range seqs {
-		d.settle(seq, nil, fmt.Errorf("%w: node %s taken for dead", chat.ErrUnavailable, node))
-	}
 }
 
 // failAll settles every batch, sent or gathered, as failed: the Directory
@@ -400,6 +389,10 @@ type received struct {
 // users of this one, and answers with their outcomes. NATS calls it for one
 // batch at a time, in the order they arrive.
 func (d *Directory) handleBatch(m *nats.Msg) {
+	if len(m.Data) > 0 && m.Data[0] == queryVersion {
+		d.handleQuery(m) // answers.go
+		return
+	}
 	h, items, err := parseHeader(m.Data)
 	if err != nil {
 		d.log.Warn("malformed batch", zap.String("subject", m.Subject))
@@ -457,6 +450,7 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		touched[i] = nil
 	}
 	d.touched = touched[:0]
+	d.remember(h, answers) // answers.go
 	if m.Reply != "" {
 		d.nc.Publish(m.Reply, answers)
 	}

@@ -165,8 +165,10 @@ type Directory struct {
 	sent       map[uint64]*batch // sent, waiting for their answers
 
 	// Used by handleBatch only, which NATS calls on one goroutine.
-	lastBatch map[string]received // by sending node
-	touched   []chat.Peer
+	lastBatch   map[string]received // by sending node
+	touched     []chat.Peer
+	answered    []answered           // oldest first (answers.go)
+	answerIndex map[answerKey][]byte // answered, by batch
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
 	fenced  atomic.Bool   // not holding the lease: serving no names (lease.go)
@@ -643,7 +645,7 @@ func (d *Directory) Names() []string {
 	if !d.leaseValid() {
 		return nil
 	}
-	if !d.online.Load() {
+	if !d.reachable() {
 		return d.localNames()
 	}
 	offload(d.catchUp)

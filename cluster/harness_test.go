@@ -258,9 +258,13 @@ func (n *node) stop() {
 // kill stops the node as if its process were killed: it leaves NATS
 // without deleting its users' names, and its clients' connections drop.
 func (n *node) kill() {
-	n.dir.abandon()
+	// NATS first, so that the users' logouts delete nothing, and the
+	// connections next, so that no client is told anything more (a killed
+	// process answers nothing): the Directory fails what it waits for after.
+	n.dir.nc.Close()
 	n.srv.Close()
 	<-n.served
+	n.dir.abandon()
 	n.srv = nil
 }
 

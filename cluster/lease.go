@@ -322,12 +322,10 @@ func (d *Directory) reapDead() {
 	}
 	d.mu.RUnlock()
 	for node, v := range victims {
-		if v.alive {
-			d.failSent(node) // those it could no longer queue
-			if !d.expireLease(node, v.lease.rev) {
-				continue // renewed meanwhile, or expired by another node
-			}
+		if v.alive && !d.expireLease(node, v.lease.rev) {
+			continue // renewed meanwhile, or expired by another node
 		}
+		d.settleLost(node) // the batches whose answers were lost (answers.go)
 		freed := 0
 		for _, n := range v.names {
 			if d.deleteKey(n.name, n.rev) {

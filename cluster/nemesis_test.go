@@ -512,7 +512,8 @@ func (h *history) check() []string {
 		case len(ss) > 1:
 			v = append(v, fmt.Sprintf("property 3: message %d received %d times", id, len(ss)))
 		case m.answer == "failure":
-			v = append(v, fmt.Sprintf("property 4: message %d to %s answered Failure, received by session %d", id, m.to, ss[0].id))
+			v = append(v, fmt.Sprintf("property 4: message %d to %s (from session %d on %s, sent at %v, answered after %v) answered Failure, received by session %d on %s",
+				id, m.to, m.from.id, m.from.node, m.sent.Sub(h.t0), m.at.Sub(m.sent), ss[0].id, ss[0].node))
 		case ss[0].name != m.to:
 			v = append(v, fmt.Sprintf("message %d to %s received by %s", id, m.to, ss[0].name))
 		}
