@@ -18,37 +18,76 @@
 // bucket, kept current by a watch, from which it answers list and finds the
 // node of a recipient.
 //
-// A message for a user on another node is a NATS request to that node,
-// which queues it for its user and answers whether it did. The sending
-// connection waits for the answer (3*Config.Timeout at most) before it reads
-// its next request, so one sender's messages to one recipient arrive in
-// order, and Success means the recipient's server queued the message. A
-// message that reaches the other node after a third of the sender's wait
-// is not queued but answered late, so that a sender told Failure after its
-// wait was not, in fact, delivered (this assumes the nodes' clocks agree
-// within Config.Timeout, as NTP keeps them).
+// Messages for users of other nodes travel in batches (see batch.go): the
+// sending connection goes on with its next requests while the other node
+// queues the message and answers, and its reply waits in order. Each
+// message carries the token of the recipient's login, the revision of its
+// key: a node refuses a message for a login that has ended. Success means
+// the recipient's server queued the message for that login; Failure that it
+// did not, and never will.
+//
+// # A name is held once, at every moment
+//
+// A node holds its users' names under a lease: a key of the bucket that it
+// renews every Config.Heartbeat with a compare-and-set, each renewal
+// counting from when its request started. Before it serves a request of one
+// of its users (Login, Lookup, so every sendto, local ones included, and
+// Names) and before it queues a message from another node, the node checks
+// on its own clocks that its last renewal confirmed by JetStream started
+// less than Lease − Margin ago. If not, it fences itself: it disconnects its
+// users (the reason wraps ErrFenced; Fenced counts it), refuses every
+// request needing a name with Failure, and takes names again only once it
+// has renewed its lease, when its users log in anew. The other nodes free a
+// node's names only when its lease key has stayed unchanged for DeadAfter ≥
+// Lease + Margin on their own clocks, from when they saw it (and from when
+// they came online at the earliest), and then only through a
+// compare-and-set delete of that very revision, which proves that no later
+// renewal was confirmed. So a node cut off from NATS, paused (SIGSTOP, a
+// long GC or VM pause) or descheduled has stopped serving its names before
+// any other node may give them away, and when it resumes it delivers to
+// none of them, local messages between its own users included.
+//
+// The assumption: the nodes' clocks run at rates that differ by less than
+// 10% (with the default Margin; in general (1+ρ)² < DeadAfter/(Lease −
+// Margin)), and a node is not stopped for longer than Margin between a
+// check of its lease and the step it guards. No agreement of wall clocks is
+// needed for names (a node checks its lease on its monotonic clock, and on
+// its wall clock too, which a suspended machine's keeps). The one rule that
+// still reads wall clocks is the deadline of batches (batch.go): a batch
+// that arrives more than Timeout after it was sent is refused, which
+// assumes the nodes' wall clocks agree within Timeout.
+//
+// With the defaults (DeadAfter 15 s, Margin 1.5 s, Lease 13.5 s, renewals
+// every 1.5 s) a node fences itself after 12 s without a confirmed renewal,
+// which outlasts JetStream's election of a new leader for the bucket (about
+// 10 s at most) when a NATS server dies.
 //
 // # Failures
 //
-// Every node publishes a heartbeat each Config.Heartbeat. A node not heard
-// from for Config.DeadAfter is taken for dead, and the other nodes delete
-// the names of its users: a node killed without cleaning up has its users
-// leave the list, and their names freed, within DeadAfter plus one
-// Heartbeat (12 s with the defaults). A message for a user of a node that
-// has died is answered Failure (NATS tells at once that nobody listens). A
-// message the dead node had queued, and answered Success for, is lost with
-// the recipient's connection, as on a single server that dies.
+// A node killed without cleaning up stops renewing its lease: the others
+// delete its users' names DeadAfter later (plus one Heartbeat at most). A
+// message for a user of a node that has died is answered Failure (NATS
+// tells at once that nobody listens). A message the dead node had queued,
+// and answered Success for, is lost with the recipient's connection, as on
+// a single server that dies; so is one whose answer was lost before the
+// node died (it is counted as queued: see batch.go).
 //
 // A node that has lost its connection to NATS refuses logins, and messages
 // to users on other nodes, with Failure (chat.ErrUnavailable): it cannot
 // tell whether a name is free nor deliver elsewhere. Its own users keep
-// chatting among themselves, and list shows them only. When the connection
-// comes back the node reads the bucket again and checks each of its users'
-// names: a name that the other nodes deleted meanwhile (the node was
-// silent longer than DeadAfter) is taken again; a name that another user
-// has taken since is left to that user, and the node's own user is
-// evicted (its connection closed), so that no name is ever logged in twice
-// for longer than the partition lasted.
+// chatting among themselves, and list shows them only, until its lease
+// expires and it fences itself. When the connection comes back the node
+// reads the bucket again; messages to other nodes flow again at once.
+//
+// # NATS in HA
+//
+// NATS may be a cluster of three servers with the bucket on R3 file storage
+// (Config.Replicas 3): a login is acknowledged once a majority of the
+// servers hold it, so losing one server loses no name, and messages, which
+// travel through NATS but are never stored there, keep flowing. JetStream
+// writes to disk every two minutes by default (the server's sync_interval):
+// a power loss of a majority of the servers at once may forget the latest
+// logins and logouts, unless the servers run with sync_interval: always.
 package cluster
 
 import (
@@ -89,10 +128,11 @@ const maxNode = 255
 // nodes started from one program on one host need distinct Node names.
 type Config struct {
 	// Node names this node, uniquely in the cluster: letters, digits, '-'
-	// and '_'. A node restarted under the same name takes over (and
-	// deletes) the names its previous run left behind at once; under a new
-	// name, they are freed after DeadAfter. The default is the host name
-	// and the process id.
+	// and '_'. A node restarted under the same name takes over its
+	// previous run's lease, at once if that run closed, else once the lease
+	// has stayed unrenewed for DeadAfter (Open waits), and then deletes the
+	// names that run left behind; under a new name, they are freed after
+	// DeadAfter. The default is the host name and the process id.
 	Node string
 
 	// Bucket is the JetStream key-value bucket of logged-in names, created
@@ -126,10 +166,9 @@ type Config struct {
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS. A message for another node is
-	// queued there only within Timeout of being sent, and answered Failure
-	// if no answer comes within 3*Timeout: a Failure hides a delivered
-	// message only if the nodes' clocks differ by more than Timeout, or the
-	// answer takes 2*Timeout to come back. DefaultTimeout if zero.
+	// queued there only within Timeout of being sent (by the wall clocks,
+	// which must agree within Timeout); a batch unanswered after 3*Timeout
+	// is asked about again every Timeout. DefaultTimeout if zero.
 	Timeout time.Duration
 
 	// Replicas is the number of copies JetStream keeps of the bucket, when
