@@ -45,7 +45,10 @@ import (
 //   - Success: the recipient's server queued the message for the very login
 //     it was addressed to. Each item carries the recipient's token, the
 //     revision of its key in the bucket; a user who has logged out, or in
-//     again, since has another, and the item is refused.
+//     again, since has another, and the item is refused. A node refuses
+//     every item while it is fenced (lease.go). A batch whose answer was
+//     lost, and whose node is then taken for dead, counts as queued and
+//     lost with that node (answers.go).
 //   - Failure: not queued, and never will be. A batch carries a deadline, its
 //     sending time plus Config.Timeout; one that arrives later is refused
 //     whole. A batch unanswered after 3*Timeout is asked about again
