@@ -167,7 +167,9 @@ func (c *nemesisCluster) addNode(i int) {
 		Node:     fmt.Sprint("n", i+1),
 		Replicas: 3,
 		Timeout:  time.Second,
-		Options:  []nats.Option{nats.DontRandomize()},
+		// Through its proxies only: not to the servers' own addresses,
+		// which they tell their clients about.
+		Options: []nats.Option{nats.DontRandomize(), nats.IgnoreDiscoveredServers()},
 	})
 	c.mu.Lock()
 	c.nodes[i] = n
