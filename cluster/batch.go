@@ -46,16 +46,17 @@ import (
 //   - Success: the recipient's server queued the message for the very login
 //     it was addressed to. Each item carries the recipient's token, the
 //     revision of its key in the bucket; a user who has logged out, or in
-//     again, since has another, and the item is refused.
+//     again, since has another, and the item is refused. A node refuses
+//     every item while it is fenced (lease.go). A batch still unanswered
+//     when its node is taken for dead counts as queued and lost with that
+//     node, whose users' sessions have ended (status.go).
 //   - Failure: not queued, and never will be. An answer that does not come
 //     within Timeout is asked for (status.go), and the question fences. A
 //     batch nobody subscribes for (a dead node) is answered by NATS at once
 //     ("no responders"), and fails then. A batch also carries a deadline,
-//     its sending time plus Timeout, after which it is refused whole: a node
-//     that wakes from a pause longer than that delivers none of what it was
-//     sent before. That, and giving up on a node taken for dead, assume the
-//     nodes' wall clocks agree within Timeout (NTP keeps them within
-//     milliseconds).
+//     its sending time plus Timeout, after which it is refused whole; this
+//     assumes the nodes' wall clocks agree within Timeout (NTP keeps them
+//     within milliseconds), the one rule of the cluster that does.
 //   - Order: batches from one node to another carry increasing sequence
 //     numbers, and a node refuses a batch whose number is not above the last
 //     it accepted from that sender. One sender's messages to one recipient
@@ -482,7 +483,7 @@ type remotePeer struct {
 // Deliver implements chat.Peer: it gathers the message into the batch for
 // the user's node.
 func (p *remotePeer) Deliver(from string, text []byte, r chat.Receipt) error {
-	if !p.link.d.online.Load() {
+	if !p.link.d.reachable() {
 		return errOffline
 	}
 	p.link.deliver(p.token, p.name, from, text, r)
@@ -520,9 +521,11 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		return
 	}
 	answers := make([]byte, 0, count)
+	// A fenced node refuses the whole batch (lease.go), as one past its
+	// deadline.
 	var oc *outcome
-	if !time.Now().After(h.deadline) {
-		oc = d.accept(h.instance, h.seq, h.settled) // nil if overtaken, or fenced
+	if d.leaseValid() && !time.Now().After(h.deadline) {
+		oc = d.accept(h.instance, h.seq, h.settled) // nil if overtaken, or fenced by a question
 	}
 	touched := d.touched
 	var sender string

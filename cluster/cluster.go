@@ -51,27 +51,68 @@
 // sender's messages to one recipient arrive in order. batch.go and
 // status.go give the details and the layout of the messages.
 //
+// # A name is held once, at every moment
+//
+// A node holds its users' names under a lease: a key of the bucket that it
+// renews every Config.Heartbeat with a compare-and-set, each renewal
+// counting from when its request started. Before it serves a request of one
+// of its users (Login, Lookup, so every sendto, local ones included, and
+// Names) and before it queues a message from another node, the node checks
+// on its own clocks that its last renewal confirmed by JetStream started
+// less than Lease − Margin ago. If not, it fences itself: it disconnects its
+// users (the reason wraps ErrFenced; Fenced counts it), refuses every
+// request needing a name with Failure, and takes names again only once it
+// has renewed its lease, when its users log in anew. The other nodes free a
+// node's names only when its lease key has stayed unchanged for DeadAfter ≥
+// Lease + Margin on their own clocks, from when they saw it (and from when
+// they came online at the earliest), and then only through a
+// compare-and-set delete of that very revision, which proves that no later
+// renewal was confirmed. So a node cut off from NATS, paused (SIGSTOP, a
+// long GC or VM pause) or descheduled has stopped serving its names before
+// any other node may give them away, and when it resumes it delivers to
+// none of them, local messages between its own users included.
+//
+// The assumption: the nodes' clocks run at rates that differ by less than
+// 10% (with the default Margin; in general (1+ρ)² < DeadAfter/(Lease −
+// Margin)), and a node is not stopped for longer than Margin between a
+// check of its lease and the step it guards. No agreement of wall clocks is
+// needed for names (a node checks its lease on its monotonic clock, and on
+// its wall clock too, which a suspended machine's keeps). The one rule that
+// still reads wall clocks is the deadline of batches (batch.go): a batch
+// that arrives more than Timeout after it was sent is refused, which
+// assumes the nodes' wall clocks agree within Timeout.
+//
+// With the defaults (DeadAfter 15 s, Margin 1.5 s, Lease 13.5 s, renewals
+// every 1.5 s) a node fences itself after 12 s without a confirmed renewal,
+// which outlasts JetStream's election of a new leader for the bucket (about
+// 10 s at most) when a NATS server dies.
+//
 // # Failures
 //
-// Every node publishes a heartbeat each Config.Heartbeat. A node not heard
-// from for Config.DeadAfter is taken for dead, and the other nodes delete
-// the names of its users: a node killed without cleaning up has its users
-// leave the list, and their names freed, within DeadAfter plus one
-// Heartbeat (12 s with the defaults). A message for a user of a node that
-// has died is answered Failure (NATS tells at once that nobody listens). A
-// message the dead node had queued, and answered Success for, is lost with
-// the recipient's connection, as on a single server that dies.
+// A node killed without cleaning up stops renewing its lease: the others
+// delete its users' names DeadAfter later (plus one Heartbeat at most). A
+// message for a user of a node that has died is answered Failure (NATS
+// tells at once that nobody listens). A message the dead node had queued,
+// and answered Success for, is lost with the recipient's connection, as on
+// a single server that dies; so is one whose answer was lost before the
+// node died (it is counted as queued: see batch.go).
 //
 // A node that has lost its connection to NATS refuses logins, and messages
 // to users on other nodes, with Failure (chat.ErrUnavailable): it cannot
 // tell whether a name is free nor deliver elsewhere. Its own users keep
-// chatting among themselves, and list shows them only. When the connection
-// comes back the node reads the bucket again and checks each of its users'
-// names: a name that the other nodes deleted meanwhile (the node was
-// silent longer than DeadAfter) is taken again; a name that another user
-// has taken since is left to that user, and the node's own user is
-// evicted (its connection closed), so that no name is ever logged in twice
-// for longer than the partition lasted.
+// chatting among themselves, and list shows them only, until its lease
+// expires and it fences itself. When the connection comes back the node
+// reads the bucket again; messages to other nodes flow again at once.
+//
+// # NATS in HA
+//
+// NATS may be a cluster of three servers with the bucket on R3 file storage
+// (Config.Replicas 3): a login is acknowledged once a majority of the
+// servers hold it, so losing one server loses no name, and messages, which
+// travel through NATS but are never stored there, keep flowing. JetStream
+// writes to disk every two minutes by default (the server's sync_interval):
+// a power loss of a majority of the servers at once may forget the latest
+// logins and logouts, unless the servers run with sync_interval: always.
 package cluster
 
 import (
@@ -101,7 +142,7 @@ import (
 const (
 	DefaultBucket    = "chat_names" // chat_users before names were keyed by skeleton
 	DefaultPrefix    = "chat"
-	DefaultDeadAfter = 10 * time.Second
+	DefaultDeadAfter = 15 * time.Second
 	DefaultTimeout   = 2 * time.Second
 )
 
@@ -112,10 +153,11 @@ const maxNode = 255
 // nodes started from one program on one host need distinct Node names.
 type Config struct {
 	// Node names this node, uniquely in the cluster: letters, digits, '-'
-	// and '_'. A node restarted under the same name takes over (and
-	// deletes) the names its previous run left behind at once; under a new
-	// name, they are freed after DeadAfter. The default is the host name
-	// and the process id.
+	// and '_'. A node restarted under the same name takes over its
+	// previous run's lease, at once if that run closed, else once the lease
+	// has stayed unrenewed for DeadAfter (Open waits), and then deletes the
+	// names that run left behind; under a new name, they are freed after
+	// DeadAfter. The default is the host name and the process id.
 	Node string
 
 	// Bucket is the JetStream key-value bucket of logged-in names, created
@@ -128,12 +170,25 @@ type Config struct {
 	// Prefixes.
 	Prefix string
 
-	// DeadAfter is how long a node may go unheard before the others take
-	// it for dead and free its users' names. DefaultDeadAfter if zero.
+	// DeadAfter is how long a node's lease may go unrenewed, as another
+	// node sees it, before that node takes it for dead and frees its users'
+	// names. It must be at least Lease + Margin. DefaultDeadAfter if zero.
 	DeadAfter time.Duration
 
-	// Heartbeat is how often the node says it is alive, and checks the
-	// others. DeadAfter/5 if zero.
+	// Lease is how long a renewal of a node's lease holds its users' names;
+	// the node stops serving them (it fences itself) when its last
+	// confirmed renewal started Lease − Margin ago. DeadAfter − Margin if
+	// zero.
+	Lease time.Duration
+
+	// Margin is what the node keeps of its lease, and what the others wait
+	// beyond it, for the nodes' clocks to run at different rates and for a
+	// pause between a check of the lease and what it guards. DeadAfter/10
+	// if zero.
+	Margin time.Duration
+
+	// Heartbeat is how often the node renews its lease, and checks the
+	// others. DeadAfter/10 if zero; at most (Lease − Margin)/2.
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS. A batch of messages for another
@@ -186,15 +241,27 @@ type Directory struct {
 	unwritten int         // batches handled since the last writeQueued
 
 	online  atomic.Bool   // connected, with the copy of the bucket current
-	epoch   atomic.Uint64 // disconnections so far
-	poke    chan struct{} // the connection changed: maintain now
-	done    chan struct{} // closed by Close
+	fenced  atomic.Bool   // not holding the lease: serving no names (lease.go)
+	fences  atomic.Uint64 // times fenced
+	stamp   atomic.Pointer[stamp]
+	valid   time.Duration                 // Lease − Margin
+	hold    atomic.Pointer[chan struct{}] // set while a test pauses the node
+	epoch   atomic.Uint64                 // disconnections so far
+	poke    chan struct{}                 // the connection changed: maintain now
+	done    chan struct{}                 // closed by Close
 	maint   sync.WaitGroup
 	follows sync.WaitGroup
 
 	// Used by the maintaining goroutine only.
 	watcher     *watch
 	onlineSince time.Time
+
+	// Used by the renewing goroutine only (and by Open and Close, when it
+	// does not run).
+	leaseRev  uint64    // of the node's lease key
+	leaseLost bool      // the other nodes took this one for dead
+	prevRev   uint64    // of a previous process's lease key, waited on
+	prevSince time.Time // when prevRev was first seen
 
 	mu      sync.RWMutex
 	kv      jetstream.KeyValue
@@ -205,7 +272,8 @@ type Directory struct {
 	sorted  []string              // cache of all's names, nil when stale
 	applied uint64                // the last revision copied
 	waiters []waiter              // Names calls waiting for a revision
-	seen    map[string]seenAt     // when each node was last heard from
+	leases  map[string]leaseSeen  // the other nodes' leases, from the copy
+	gen     uint64                // fences so far: a login spanning one fails
 	closed  bool
 }
 
@@ -228,11 +296,6 @@ type waiter struct {
 	done chan struct{}
 }
 
-type seenAt struct {
-	at       time.Time
-	instance string
-}
-
 // Open connects to the NATS server at url (a comma-separated list for
 // several), creates the bucket if it does not exist, and joins the cluster.
 // It fails if NATS cannot be reached, or if a running node already uses the
@@ -248,8 +311,22 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 	if cfg.DeadAfter <= 0 {
 		cfg.DeadAfter = DefaultDeadAfter
 	}
+	if cfg.Margin <= 0 {
+		cfg.Margin = cfg.DeadAfter / 10
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = cfg.DeadAfter - cfg.Margin
+	}
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = cfg.DeadAfter / 5
+		cfg.Heartbeat = cfg.DeadAfter / 10
+	}
+	switch {
+	case cfg.Lease <= cfg.Margin:
+		return nil, fmt.Errorf("cluster: lease %v must be longer than its margin %v", cfg.Lease, cfg.Margin)
+	case cfg.DeadAfter < cfg.Lease+cfg.Margin:
+		return nil, fmt.Errorf("cluster: DeadAfter %v must be at least the lease %v plus the margin %v", cfg.DeadAfter, cfg.Lease, cfg.Margin)
+	case cfg.Heartbeat > (cfg.Lease-cfg.Margin)/2:
+		return nil, fmt.Errorf("cluster: heartbeat %v must be at most half of the lease %v less the margin %v", cfg.Heartbeat, cfg.Lease, cfg.Margin)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -286,8 +363,11 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		local:      make(map[string]*localUser),
 		all:        make(map[string]*entry),
 		keys:       make(map[string]string),
-		seen:       make(map[string]seenAt),
+		leases:     make(map[string]leaseSeen),
+		valid:      cfg.Lease - cfg.Margin,
 	}
+	d.fenced.Store(true) // until it holds its lease
+	d.stamp.Store(&stamp{})
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
@@ -321,15 +401,22 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		nc.Close()
 		return nil, err
 	}
-	if err := d.sync(ctx); err != nil {
+	kv, err := d.openBucket(ctx)
+	if err == nil {
+		err = d.acquire(ctx, kv)
+	}
+	if err == nil {
+		err = d.sync(ctx)
+	}
+	if err != nil {
 		d.stopWatch()
 		nc.Close()
 		d.follows.Wait()
 		return nil, err
 	}
-	d.heartbeat()
-	d.maint.Add(1)
+	d.maint.Add(2)
 	go d.maintain()
+	go d.renewLoop()
 	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
 	return d, nil
 }
@@ -353,7 +440,6 @@ func (d *Directory) subscribe() error {
 		{d.deliver, d.handleBatch},
 		{d.ackPrefix + "*", d.handleAnswer},
 		{d.cfg.Prefix + ".status." + d.cfg.Node, d.handleStatus},
-		{d.cfg.Prefix + ".alive.*", d.handleHeartbeat},
 	}
 	for _, s := range subs {
 		sub, err := d.nc.Subscribe(s.subj, s.fn)
@@ -402,6 +488,7 @@ func (d *Directory) Close() error {
 		for name, rev := range left {
 			d.deleteKey(name, rev)
 		}
+		d.expireLease(d.cfg.Node, d.leaseRev) // a restart need not wait
 	}
 	d.stopWatch()
 	d.nc.Close()
@@ -454,6 +541,9 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 	if err := chat.ValidateName(name); err != nil {
 		return fmt.Errorf("cluster: %w: %+q", err, name)
 	}
+	if !d.leaseValid() {
+		return errFenced
+	}
 	if !d.online.Load() {
 		return errOffline
 	}
@@ -468,16 +558,24 @@ func (d *Directory) Login(name string, p chat.Peer) error {
 		return chat.ErrNameTaken
 	}
 	d.local[name] = u
-	kv := d.kv
+	kv, gen := d.kv, d.gen
 	d.mu.Unlock()
 
 	var rev uint64
 	var err error
 	offload(func() { rev, err = d.claim(kv, name) })
+	d.leaseValid() // fences the node if its lease expired meanwhile
 	d.mu.Lock()
+	if err == nil && d.gen != gen { // fenced meanwhile: u was evicted
+		d.mu.Unlock()
+		offload(func() { d.deleteKey(name, rev) })
+		return errFenced
+	}
 	defer d.mu.Unlock()
 	if err != nil {
-		delete(d.local, name)
+		if d.local[name] == u {
+			delete(d.local, name)
+		}
 		return err
 	}
 	u.rev = rev
@@ -590,12 +688,15 @@ func (d *Directory) deleteKey(name string, rev uint64) bool {
 // Lookup implements chat.Directory. A user of this node is its own peer; a
 // user of another node is a peer that sends the message there.
 func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
+	if !d.leaseValid() {
+		return offlinePeer{errFenced}, true
+	}
 	d.mu.RLock()
 	if u := d.local[string(name)]; u != nil && u.rev != 0 {
 		d.mu.RUnlock()
 		return u.peer, true
 	}
-	if !d.online.Load() {
+	if !d.reachable() {
 		d.mu.RUnlock()
 		return offlinePeer{}, true
 	}
@@ -655,7 +756,10 @@ func (d *Directory) remote(node, name string, rev uint64) *remotePeer {
 // bucket up to date with the bucket itself, so that a login answered
 // Success anywhere before the list was asked for is in it.
 func (d *Directory) Names() []string {
-	if !d.online.Load() {
+	if !d.leaseValid() {
+		return nil
+	}
+	if !d.reachable() {
 		return d.localNames()
 	}
 	offload(d.catchUp)

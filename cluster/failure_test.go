@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,10 +144,11 @@ func TestNATSRestart(t *testing.T) {
 	login(t, n[1], "amy")
 }
 
-// TestPartition cuts one node from NATS for longer than DeadAfter. The
-// others free its users' names; one is taken meanwhile, and when the node
-// is back its user of that name is evicted, while the others take their
-// names again.
+// TestPartition cuts one node from NATS for longer than DeadAfter. The node
+// fences itself before the others free its users' names: its users are
+// disconnected (reason ErrFenced) and it refuses logins. One name is taken
+// on another node meanwhile; when the node is back it serves again, and its
+// former users log in anew, except the one whose name was taken.
 func TestPartition(t *testing.T) {
 	ns := startNATS(t)
 	p := startProxy(t, ns.url()[len("nats://"):])
@@ -157,28 +159,33 @@ func TestPartition(t *testing.T) {
 	bob := login(t, n2, "bob")
 
 	p.cut()
+	for _, u := range []*user{alice, dave} {
+		select {
+		case <-u.Done():
+		case <-time.After(testWait):
+			t.Fatalf("%s not disconnected by n1's fence", u.name)
+		}
+	}
+	if err := n1.reason("alice"); !errors.Is(err, ErrFenced) {
+		t.Errorf("alice's logout reason: %v, want ErrFenced", err)
+	}
+	if got := n1.dir.Fenced(); got != 1 {
+		t.Errorf("n1 fenced %d times, want 1", got)
+	}
+	if err := dial(t, n1).Login(ctx(t), "erin"); !isFailure(err) {
+		t.Errorf("login on the fenced n1: %v, want Failure", err)
+	}
 	eventually(t, "n2 to free n1's names", func() bool {
 		return slices.Equal(list(t, bob), []string{"bob"})
 	})
-	if n1.dir.Online() {
-		t.Fatal("n1 online without NATS")
-	}
-	// alice is taken on n2 meanwhile; on n1, dave and alice still chat.
 	alice2 := login(t, n2, "alice")
-	if err := dave.SendTo(ctx(t), "alice", "still here"); err != nil {
-		t.Errorf("local sendto during the partition: %v", err)
-	}
-	if m := alice.receive(); m.Text != "still here" {
-		t.Errorf("alice got %+v", m)
-	}
 
 	p.restore()
-	select {
-	case <-alice.Done():
-	case <-time.After(testWait):
-		t.Fatal("n1's alice not evicted")
+	eventually(t, "n1 back online and serving", func() bool { return n1.dir.Online() && !n1.dir.fenced.Load() })
+	dave = login(t, n1, "dave")
+	if err := dial(t, n1).Login(ctx(t), "alice"); !isFailure(err) {
+		t.Errorf("a second alice logged in on n1: %v", err)
 	}
-	eventually(t, "n1 back online", n1.dir.Online)
 	if got := list(t, bob); !slices.Equal(got, []string{"alice", "bob", "dave"}) {
 		t.Errorf("list after the partition: %q", got)
 	}
@@ -193,6 +200,71 @@ func TestPartition(t *testing.T) {
 	}
 	if m := alice2.receive(); m.Text != "which alice?" {
 		t.Errorf("alice on n2 got %+v", m)
+	}
+}
+
+// TestPause freezes a node as SIGSTOP would (its NATS traffic and its
+// progress) for longer than DeadAfter: the others free its users' names,
+// alice logs in on another node, and when the node resumes none of the
+// messages its own user carol sends to alice reaches the old alice, and
+// list shows one alice.
+func TestPause(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.url()[len("nats://"):])
+	n1 := startNode(t, p.url(), "n1")
+	n2 := startNode(t, ns.url(), "n2")
+	alice := login(t, n1, "alice")
+	carol := login(t, n1, "carol")
+	bob := login(t, n2, "bob")
+
+	p.freeze()
+	n1.dir.pause()
+	eventually(t, "n2 to free n1's names", func() bool {
+		return slices.Equal(list(t, bob), []string{"bob"})
+	})
+	alice2 := login(t, n2, "alice")
+	// carol's messages, sent before the node resumes, are read by it after.
+	sent := make(chan error, 1)
+	c := ctx(t)
+	go func() {
+		for i := range 20 {
+			err := carol.SendTo(c, "alice", fmt.Sprint("after the pause ", i))
+			if err == nil {
+				sent <- fmt.Errorf("message %d answered Success", i)
+				return
+			}
+			if !isFailure(err) {
+				break // carol disconnected by the fence
+			}
+		}
+		sent <- nil
+	}()
+	n1.dir.resume()
+	p.thaw()
+	if err := <-sent; err != nil {
+		t.Error(err)
+	}
+	select {
+	case <-alice.Done():
+	case <-time.After(testWait):
+		t.Fatal("the old alice not disconnected")
+	}
+	select {
+	case m := <-alice.msgs:
+		t.Errorf("the old alice got %+v", m)
+	default:
+	}
+	if got := list(t, bob); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("list after the pause: %q, want one alice", got)
+	}
+	if err := bob.SendTo(ctx(t), "alice", "to the new one"); err != nil {
+		t.Fatal(err)
+	}
+	if m := alice2.receive(); m.Text != "to the new one" {
+		t.Errorf("the new alice got %+v", m)
+	}
+	if n1.dir.Fenced() == 0 {
+		t.Error("n1 did not count a fence")
 	}
 }
 
@@ -217,10 +289,10 @@ func TestMarkersExpire(t *testing.T) {
 		}
 		return st.Values()
 	}
-	if m := msgs(); m < 21 {
-		t.Fatalf("%d messages in the bucket, want the 20 markers and stay's key", m)
+	if m := msgs(); m < 21+3 {
+		t.Fatalf("%d messages in the bucket, want the 20 markers, stay's key and 3 leases", m)
 	}
-	eventually(t, "the markers to expire", func() bool { return msgs() == 1 })
+	eventually(t, "the markers to expire", func() bool { return msgs() == 1+3 })
 	if got := list(t, stay); !slices.Equal(got, []string{"stay"}) {
 		t.Errorf("list: %q", got)
 	}
@@ -231,8 +303,15 @@ func TestMarkersExpire(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	c, cancel := context.WithTimeout(t.Context(), testWait)
 	defer cancel()
-	for _, cfg := range []Config{{Node: "a.b"}, {Node: "a b"}, {Node: "x", Prefix: "a..b"}} {
-		if _, err := Open(c, "nats://127.0.0.1:1", cfg); err == nil || errors.Is(err, chat.ErrUnavailable) {
+	for _, cfg := range []Config{
+		{Node: "a.b"}, {Node: "a b"}, {Node: "x", Prefix: "a..b"},
+		{Node: "x", DeadAfter: time.Second, Lease: time.Second},                       // DeadAfter < Lease + Margin
+		{Node: "x", Lease: time.Second, Margin: time.Second},                          // no lease left
+		{Node: "x", DeadAfter: time.Second, Heartbeat: 500 * time.Millisecond},        // renewed too seldom
+		{Node: "x", DeadAfter: 10 * time.Second, Lease: 9 * time.Second, Margin: 2e9}, // 9 + 2 > 10
+	} {
+		// Refused before connecting: there is no NATS server there.
+		if _, err := Open(c, "nats://127.0.0.1:1", cfg); err == nil || errors.Is(err, chat.ErrUnavailable) || strings.Contains(err.Error(), "connecting") {
 			t.Errorf("Open with %+v: %v", cfg, err)
 		}
 	}
@@ -308,7 +387,7 @@ func TestJoinAfterMarkersExpired(t *testing.T) {
 	}
 	eventually(t, "the marker to expire", func() bool {
 		st, err := n1.dir.bucket().Status(ctx(t))
-		return err == nil && st.Values() == 1
+		return err == nil && st.Values() == 1+1 // stay's key and n1's lease
 	})
 	n2 := startNode(t, ns.url(), "n2")
 	last, _, err := bucketState(ctx(t), n2.dir.bucket())

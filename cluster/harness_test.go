@@ -3,14 +3,20 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/seedchat/chat"
 )
@@ -22,9 +28,11 @@ func TestMain(m *testing.M) {
 }
 
 // Timings of the test clusters: short, so that a dead node is noticed in
-// about a second.
+// a few seconds (a node fences itself when it could not renew its lease for
+// DeadAfter less two margins of DeadAfter/10, 2.4 s: long enough for a busy
+// machine to renew it in time).
 const (
-	testDeadAfter = time.Second
+	testDeadAfter = 3 * time.Second
 	testHeartbeat = 100 * time.Millisecond
 	testWait      = 30 * time.Second // bound on anything a test waits for
 )
@@ -36,6 +44,11 @@ type natsServer struct {
 	store string
 	port  int
 	ns    *natsserver.Server
+
+	// Of a server in a NATS cluster (startNATSCluster), else zero.
+	name    string
+	cluster int        // port of its routes
+	routes  []*url.URL // to the others
 }
 
 func startNATS(t *testing.T) *natsServer {
@@ -48,14 +61,7 @@ func startNATS(t *testing.T) *natsServer {
 
 func (s *natsServer) start() {
 	s.t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      s.port,
-		JetStream: true,
-		StoreDir:  s.store,
-		NoLog:     true,
-		NoSigs:    true,
-	})
+	ns, err := natsserver.NewServer(s.options())
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -65,6 +71,23 @@ func (s *natsServer) start() {
 	}
 	s.ns = ns
 	s.port = ns.Addr().(*net.TCPAddr).Port
+}
+
+func (s *natsServer) options() *natsserver.Options {
+	opts := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      s.port,
+		JetStream: true,
+		StoreDir:  s.store,
+		NoLog:     true,
+		NoSigs:    true,
+	}
+	if s.name != "" {
+		opts.ServerName = s.name
+		opts.Cluster = natsserver.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: s.cluster}
+		opts.Routes = s.routes
+	}
+	return opts
 }
 
 func (s *natsServer) stop() {
@@ -77,6 +100,86 @@ func (s *natsServer) stop() {
 
 func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
+// startNATSCluster starts a cluster of three NATS servers with JetStream,
+// routed to each other, and waits for its JetStream leader.
+func startNATSCluster(t *testing.T) []*natsServer {
+	t.Helper()
+	ports := freePorts(t, 6)
+	servers := make([]*natsServer, 3)
+	for i := range servers {
+		s := &natsServer{t: t, store: t.TempDir(), port: ports[i], name: fmt.Sprint("nats-", i), cluster: ports[3+i]}
+		for j := range 3 {
+			if j != i {
+				s.routes = append(s.routes, &url.URL{Scheme: "nats-route", Host: "127.0.0.1:" + strconv.Itoa(ports[3+j])})
+			}
+		}
+		servers[i] = s
+	}
+	// Each waits for its routes to be ready: start them together.
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			ns, err := natsserver.NewServer(s.options())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ns.Start()
+			s.ns = ns
+		})
+	}
+	wg.Wait()
+	for _, s := range servers {
+		t.Cleanup(s.stop)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	for _, s := range servers {
+		if !s.ns.ReadyForConnections(testWait) {
+			t.Fatal("NATS server not ready")
+		}
+	}
+	eventually(t, "a JetStream leader knowing its peers", func() bool {
+		return slices.ContainsFunc(servers, func(s *natsServer) bool {
+			return s.ns.JetStreamIsLeader() && len(s.ns.JetStreamClusterPeers()) == 3
+		})
+	})
+	return servers
+}
+
+// clusterURL is the URL list of a NATS cluster, from server first on.
+func clusterURL(servers []*natsServer, first int) string {
+	urls := make([]string, len(servers))
+	for i := range servers {
+		urls[i] = servers[(first+i)%len(servers)].url()
+	}
+	return strings.Join(urls, ",")
+}
+
+// freePorts returns n loopback ports free now.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
+// testLogger logs the nodes' warnings to the test's log with -v.
+func testLogger(t *testing.T) *zap.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+}
+
 // node is a chat server joined to a test cluster, listening on loopback.
 type node struct {
 	t      *testing.T
@@ -88,6 +191,7 @@ type node struct {
 
 	mu      sync.Mutex
 	logouts map[string]chan struct{} // closed when the name logs out here
+	reasons map[string]error         // of each name's last logout here
 }
 
 func startNode(t *testing.T, url, name string) *node {
@@ -102,24 +206,31 @@ func startNodeWith(t *testing.T, url string, cfg Config, srv *chat.Server) *node
 	ctx, cancel := context.WithTimeout(t.Context(), testWait)
 	defer cancel()
 	if cfg.DeadAfter == 0 {
-		cfg.DeadAfter, cfg.Heartbeat = testDeadAfter, testHeartbeat
+		cfg.DeadAfter = testDeadAfter
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = testHeartbeat
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
 	}
 	name := cfg.Node
 	dir, err := Open(ctx, url, cfg)
 	if err != nil {
 		t.Fatalf("node %s: %v", name, err)
 	}
-	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{})}
+	n := &node{t: t, name: name, dir: dir, served: make(chan error, 1), logouts: make(map[string]chan struct{}), reasons: make(map[string]error)}
 	if srv == nil {
 		srv = &chat.Server{}
 	}
 	n.srv = srv
 	n.srv.Directory = dir
-	n.srv.OnLogout = func(_ net.Conn, name string, _ error) {
+	n.srv.OnLogout = func(_ net.Conn, name string, err error) {
 		n.mu.Lock()
+		n.reasons[name] = err
 		if ch := n.logouts[name]; ch != nil {
 			close(ch)
 			delete(n.logouts, name)
@@ -150,9 +261,13 @@ func (n *node) stop() {
 // kill stops the node as if its process were killed: it leaves NATS
 // without deleting its users' names, and its clients' connections drop.
 func (n *node) kill() {
-	n.dir.abandon()
+	// NATS first, so that the users' logouts delete nothing, and the
+	// connections next, so that no client is told anything more (a killed
+	// process answers nothing): the Directory fails what it waits for after.
+	n.dir.nc.Close()
 	n.srv.Close()
 	<-n.served
+	n.dir.abandon()
 	n.srv = nil
 }
 
@@ -163,6 +278,13 @@ func (n *node) loggedOut(name string) <-chan struct{} {
 	ch := make(chan struct{})
 	n.logouts[name] = ch
 	return ch
+}
+
+// reason returns why name last logged out of the node.
+func (n *node) reason(name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reasons[name]
 }
 
 // user is a client of a test cluster with the messages it received.
@@ -244,7 +366,7 @@ type proxy struct {
 	mu     sync.Mutex
 	l      net.Listener
 	conns  map[net.Conn]struct{}
-	paused chan struct{} // while not nil, nothing is forwarded; closed by resume
+	frozen chan struct{} // while not nil, nothing is forwarded; closed by thaw
 	wg     sync.WaitGroup
 }
 
@@ -292,19 +414,19 @@ func (p *proxy) listen(addr string) {
 // paused.
 func (p *proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	defer dst.Close()
 	defer src.Close()
+	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		p.mu.Lock()
+		frozen := p.frozen
+		p.mu.Unlock()
+		if frozen != nil {
+			<-frozen // what was read waits, as in a stopped process's socket
+		}
 		if n > 0 {
-			p.mu.Lock()
-			gate := p.paused
-			p.mu.Unlock()
-			if gate != nil {
-				<-gate
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -314,29 +436,28 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	}
 }
 
-// pause stops forwarding, keeping the connections open: the node behind
-// the proxy neither hears nor is heard, as if frozen.
-func (p *proxy) pause() {
+// freeze stops forwarding, without closing anything, until thaw.
+func (p *proxy) freeze() {
 	p.mu.Lock()
-	if p.paused == nil {
-		p.paused = make(chan struct{})
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
 	}
-	p.mu.Unlock()
 }
 
-// resume forwards again, what was held first.
-func (p *proxy) resume() {
+// thaw forwards again what was held, and what comes after.
+func (p *proxy) thaw() {
 	p.mu.Lock()
-	if p.paused != nil {
-		close(p.paused)
-		p.paused = nil
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
 	}
-	p.mu.Unlock()
 }
 
 // cut closes the proxy and every connection through it.
 func (p *proxy) cut() {
-	p.resume()
+	p.thaw()
 	p.mu.Lock()
 	if p.l != nil {
 		p.l.Close()

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -22,10 +20,10 @@ type watch struct {
 	stopped atomic.Bool
 }
 
-// maintain is the goroutine that keeps the node in the cluster: it says
-// the node is alive, frees the names of dead nodes, checks this node's
-// names against the bucket, and brings the node back online after NATS
-// comes back.
+// maintain is the goroutine that keeps the node in the cluster: it frees
+// the names of dead nodes, checks this node's names against the bucket, and
+// brings the node back online after NATS comes back. Another goroutine
+// renews the lease (lease.go).
 func (d *Directory) maintain() {
 	defer d.maint.Done()
 	t := time.NewTicker(d.cfg.Heartbeat)
@@ -37,6 +35,7 @@ func (d *Directory) maintain() {
 		case <-d.poke:
 		case <-t.C:
 		}
+		d.leaseValid() // fences an expired lease
 		d.checkLate()
 		if !d.nc.IsConnected() {
 			d.online.Store(false)
@@ -52,17 +51,14 @@ func (d *Directory) maintain() {
 			}
 			d.log.Info("back online")
 		}
-		d.heartbeat()
 		d.reapDead()
 		d.reconcile()
 		d.forgetOutcomes()
 	}
 }
 
-// sync (re)starts the copy of the bucket, creating the bucket if it is
-// missing, checks this node's names against it, and puts the node online.
-func (d *Directory) sync(ctx context.Context) error {
-	epoch := d.epoch.Load()
+// openBucket opens the bucket, creating it if it is missing.
+func (d *Directory) openBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	kv, err := d.js.KeyValue(ctx, d.cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = d.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -79,7 +75,18 @@ func (d *Directory) sync(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("cluster: opening bucket %s: %w", d.cfg.Bucket, err)
+		return nil, fmt.Errorf("cluster: opening bucket %s: %w", d.cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// sync (re)starts the copy of the bucket, creating the bucket if it is
+// missing, checks this node's names against it, and puts the node online.
+func (d *Directory) sync(ctx context.Context) error {
+	epoch := d.epoch.Load()
+	kv, err := d.openBucket(ctx)
+	if err != nil {
+		return err
 	}
 
 	// The bucket's last revision now: the watch's first values cover it,
@@ -110,6 +117,7 @@ func (d *Directory) sync(ctx context.Context) error {
 
 	all := make(map[string]*entry)
 	keys := make(map[string]string)
+	leases := make(map[string]leaseSeen)
 	var applied uint64
 	unread := 0
 	for initial := true; initial; {
@@ -123,6 +131,10 @@ func (d *Directory) sync(ctx context.Context) error {
 				initial = false
 			default:
 				applied = max(applied, e.Revision())
+				if node, ok := leaseNode(e.Key()); ok {
+					d.applyLease(node, e, leases)
+					break
+				}
 				if e.Operation() != jetstream.KeyValuePut {
 					break
 				}
@@ -150,6 +162,7 @@ func (d *Directory) sync(ctx context.Context) error {
 	d.mu.Lock()
 	d.kv, d.ttl = kv, ttl
 	d.all, d.keys = all, keys
+	d.leases = leases
 	d.sorted = nil
 	d.applied = applied
 	d.releaseWaiters()
@@ -218,6 +231,10 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 	}
 	d.applied = e.Revision()
 	d.releaseWaiters()
+	if node, ok := leaseNode(e.Key()); ok {
+		d.applyLease(node, e, d.leases)
+		return
+	}
 	node, name, ok := parseValue(e.Value())
 	put := ok && e.Operation() == jetstream.KeyValuePut
 	if was, held := d.keys[e.Key()]; held && (!put || was != name) {
@@ -252,59 +269,9 @@ func (d *Directory) releaseWaiters() {
 	d.waiters = kept
 }
 
-// heartbeat says the node is alive.
-func (d *Directory) heartbeat() {
-	d.nc.Publish(d.cfg.Prefix+".alive."+d.cfg.Node, []byte(d.instance))
-}
-
-func (d *Directory) handleHeartbeat(m *nats.Msg) {
-	node := strings.TrimPrefix(m.Subject, d.cfg.Prefix+".alive.")
-	instance := string(m.Data)
-	d.mu.Lock()
-	prev := d.seen[node]
-	d.seen[node] = seenAt{time.Now(), instance}
-	d.mu.Unlock()
-	if node == d.cfg.Node && instance != d.instance && prev.instance != instance {
-		d.log.Error("another process runs as this node; give each node its own name", zap.String("instance", instance))
-	}
-}
-
 type nameRev struct {
 	name string
 	rev  uint64
-}
-
-// reapDead deletes the names of the nodes not heard from for DeadAfter,
-// counting from when this node came online at the earliest.
-func (d *Directory) reapDead() {
-	now := time.Now()
-	dead := make(map[string][]nameRev)
-	silent := make(map[string]time.Duration)
-	d.mu.RLock()
-	for name, e := range d.all {
-		if e.node == d.cfg.Node {
-			continue
-		}
-		last := d.seen[e.node].at
-		if last.Before(d.onlineSince) {
-			last = d.onlineSince
-		}
-		if now.Sub(last) > d.cfg.DeadAfter {
-			dead[e.node] = append(dead[e.node], nameRev{name, e.rev})
-			silent[e.node] = now.Sub(last)
-		}
-	}
-	d.mu.RUnlock()
-	for node, names := range dead {
-		freed := 0
-		for _, n := range names {
-			if d.deleteKey(n.name, n.rev) {
-				freed++
-			}
-		}
-		d.log.Warn("node taken for dead; its names freed", zap.String("dead", node),
-			zap.Int("names", len(names)), zap.Int("freed", freed), zap.Stringer("silent_for", silent[node].Round(time.Millisecond)))
-	}
 }
 
 // reconcile makes the bucket agree with this node's users: it deletes the

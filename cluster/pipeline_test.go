@@ -190,7 +190,7 @@ func TestFaultsMidBatch(t *testing.T) {
 				rcpts = append(rcpts, login(t, n[1+i%2], fmt.Sprintf("r%d", i)))
 			}
 			const senders, burst = 3, 40
-			h := newHistory()
+			h := newFaultHistory()
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			var sent sync.WaitGroup // each sender's first burst answered
@@ -275,8 +275,8 @@ type histMsg struct {
 	seq      int
 }
 
-// history records what senders were told, and what recipients got.
-type history struct {
+// faultHistory records what senders were told, and what recipients got.
+type faultHistory struct {
 	mu      sync.Mutex
 	order   []histMsg           // messages answered, in the order answered
 	outcome map[histMsg]string  // Success or Failure
@@ -285,25 +285,25 @@ type history struct {
 	dead    map[string]bool     // recipients whose connections ended
 }
 
-func newHistory() *history {
-	return &history{outcome: make(map[histMsg]string), got: make(map[histMsg]int), seqs: make(map[[2]string][]int), dead: make(map[string]bool)}
+func newFaultHistory() *faultHistory {
+	return &faultHistory{outcome: make(map[histMsg]string), got: make(map[histMsg]int), seqs: make(map[[2]string][]int), dead: make(map[string]bool)}
 }
 
-func (h *history) told(m histMsg, reply string) {
+func (h *faultHistory) told(m histMsg, reply string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.order = append(h.order, m)
 	h.outcome[m] = reply
 }
 
-func (h *history) count() int {
+func (h *faultHistory) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.order)
 }
 
 // successesSince counts the messages told Success after the first mark.
-func (h *history) successesSince(mark int) int {
+func (h *faultHistory) successesSince(mark int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -317,7 +317,7 @@ func (h *history) successesSince(mark int) int {
 
 // collect reads what u received: up to every sender's end marker, or, if
 // u's connection was ended by the fault, whatever came before.
-func (h *history) collect(t *testing.T, u *user, senders int, dead bool) {
+func (h *faultHistory) collect(t *testing.T, u *user, senders int, dead bool) {
 	t.Helper()
 	record := func(m chat.Message) {
 		seq, err := strconv.Atoi(m.Text)
@@ -354,7 +354,7 @@ func (h *history) collect(t *testing.T, u *user, senders int, dead bool) {
 }
 
 // check verifies the history, and logs its counts.
-func (h *history) check(t *testing.T) {
+func (h *faultHistory) check(t *testing.T) {
 	t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -403,8 +403,9 @@ func (h *history) check(t *testing.T) {
 // TestStalledNode: a recipient node that stops answering (its NATS traffic
 // frozen) holds a sender's connection at its MaxPending bound, no further:
 // the sender's reader stops. Once the node is taken for dead, every waiting
-// sendto is answered Failure, and nothing told Failure is delivered when the
-// node wakes up.
+// sendto is answered (as queued and lost with that node), and the node,
+// fenced, delivers none of them when it wakes up: its user's session has
+// ended.
 func TestStalledNode(t *testing.T) {
 	ns := startNATS(t)
 	p := startProxy(t, ns.url()[len("nats://"):])
@@ -419,7 +420,7 @@ func TestStalledNode(t *testing.T) {
 		t.Fatalf("login: %s", got)
 	}
 
-	p.pause()
+	p.freeze()
 	const total = 3 * maxPending
 	var frames [][]byte
 	for i := range total {
@@ -431,22 +432,38 @@ func TestStalledNode(t *testing.T) {
 		t.Errorf("sendto requests read: %d, want MaxPending = %d", got, maxPending)
 	}
 	for i := range total {
-		if got := r.reply(); got != "Failure" {
-			t.Fatalf("reply %d: %s, want Failure", i, got)
+		if got := r.reply(); got != "Success" && got != "Failure" {
+			t.Fatalf("reply %d: %s", i, got)
 		}
 	}
 	if got := n1.dir.waiting(); got != 0 {
 		t.Errorf("%d messages still wait", got)
 	}
-	p.resume()
-	// bob is told nothing of what alice was told failed: a message sent
-	// once n2 is back is the first bob gets.
+	p.thaw()
+	select {
+	case <-bob.Done():
+	case <-time.After(testWait):
+		t.Fatal("bob's session on the fenced node did not end")
+	}
+	select {
+	case m := <-bob.msgs:
+		t.Errorf("bob got %+v from before the stall", m)
+	default:
+	}
+	// Once n2 holds its lease again, a new login there is reachable.
+	bob2 := dial(t, n2)
+	eventually(t, "bob to log in on n2 again", func() bool { return bob2.Login(ctx(t), "bob") == nil })
 	eventually(t, "bob to be reachable again", func() bool {
 		r.send(chat.AppendSendTo(nil, "bob", "after"))
 		return r.reply() == "Success"
 	})
-	if m := bob.receive(); m.Text != "after" {
-		t.Errorf("bob got %+v, want the message sent after the stall", m)
+	select {
+	case m := <-bob2.msgs:
+		if m.Text != "after" {
+			t.Errorf("bob got %+v, want the message sent after the stall", m)
+		}
+	case <-time.After(testWait):
+		t.Error("bob got nothing")
 	}
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -23,11 +24,15 @@ import (
 //
 // The destination remembers the answers of the batches it accepted until
 // the sender says (in a later batch's header) that it has settled them, or
-// the sender has been silent for 2*DeadAfter. The sender stops asking only when the destination is taken
-// for dead and the batch is more than 2*Timeout old (past its deadline, see
-// batch.go): then it settles the batch as failed. A message that a node
-// queued just before it died, and that reached its recipient before the
-// connection dropped with it, is the one case told Failure and delivered.
+// the sender has been silent for 2*DeadAfter. The sender stops asking when
+// the destination is taken for dead (its lease expired, lease.go): then
+// the batches it has not answered count as queued and lost with it, as on
+// a single server that dies. Its users' sessions have ended (a node that
+// cannot renew its lease disconnects them), and a batch that reaches it
+// later is refused (it is fenced): so neither Failure for a message that
+// arrived, nor a message arriving after all, can happen. A node also writes
+// a batch's messages to their recipients only once its answer has reached
+// NATS (batch.go), so an answer lost with a dying node is rare.
 //
 // # Layout
 //
@@ -185,12 +190,15 @@ func (d *Directory) ask(l *link) {
 		if len(late) == 0 {
 			return
 		}
-		if d.nodeDead(l.node) {
-			d.failDead(l, late)
+		if d.leaseGone(l.node) {
+			// Taken for dead (by this node or another) since these were
+			// sent: no answer will come.
+			d.settleDead(l.node)
+			continue
 		}
 		// Nobody answering (NATS's "no responders") is no proof that the
 		// node is gone: after NATS restarts, its subscriptions may come
-		// back after this node's. Only its silence is (nodeDead).
+		// back after this node's. Only its lease says (settleDead).
 		answers, err := d.askStatus(l, late)
 		switch {
 		case err == nil:
@@ -242,30 +250,36 @@ func (d *Directory) lateBatches(l *link) []uint64 {
 	return late
 }
 
-// failDead settles as failed the batches to a node taken for dead that were
-// sent more than 2*Timeout ago: past their deadline by any clock within
-// Timeout of this one, they are refused if they arrive now.
-func (d *Directory) failDead(l *link, late []uint64) {
-	cutoff := time.Now().Add(-2 * d.cfg.Timeout)
-	for _, seq := range late {
-		d.sentMu.Lock()
-		b := d.sent[seq]
-		d.sentMu.Unlock()
-		if b != nil && b.sentAt.Before(cutoff) {
-			d.settle(seq, nil, fmt.Errorf("%w: node %s taken for dead", chat.ErrUnavailable, l.node))
-		}
-	}
+// leaseGone reports whether node holds no lease, as this node's copy of the
+// bucket has it: it has left, or been taken for dead.
+func (d *Directory) leaseGone(node string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	_, held := d.leases[node]
+	return !held
 }
 
-// nodeDead reports whether node has not been heard from for DeadAfter.
-func (d *Directory) nodeDead(node string) bool {
-	d.mu.RLock()
-	last := d.seen[node].at
-	if last.Before(d.onlineSince) {
-		last = d.onlineSince
+// settleDead settles the batches sent to node, taken for dead, that it has
+// not answered: as queued, and lost with it (see the package doc above).
+func (d *Directory) settleDead(node string) {
+	var seqs []uint64
+	d.sentMu.Lock()
+	for seq, b := range d.sent {
+		if b.link.node == node {
+			seqs = append(seqs, seq)
+		}
 	}
-	d.mu.RUnlock()
-	return time.Since(last) > d.cfg.DeadAfter
+	d.sentMu.Unlock()
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		d.sentMu.Lock()
+		n := 0
+		if b := d.sent[seq]; b != nil {
+			n = len(b.receipts)
+		}
+		d.sentMu.Unlock()
+		d.settle(seq, bytes.Repeat([]byte{answerQueued}, n), nil)
+	}
 }
 
 // statusAnswer is the answer about one batch.

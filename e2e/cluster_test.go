@@ -13,8 +13,9 @@ import (
 )
 
 // deadAfter is the -node-dead-after of the test clusters: short, so that a
-// killed node's users are reaped in about a second.
-const deadAfter = time.Second
+// killed node's users are reaped in a few seconds (a node fences itself
+// when it could not renew its lease for 1.6 s).
+const deadAfter = 2 * time.Second
 
 // cluster is three chatserver processes joined through an embedded NATS
 // server, with alice logged in on the first, bob on the second and carol

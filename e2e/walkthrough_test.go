@@ -106,6 +106,46 @@ func TestReadmeClusterWalkthrough(t *testing.T) {
 		t.Skip("builds nats-server")
 	}
 	t.Parallel()
+	nats, nodes := startReadmeCluster(t)
+
+	// The README's order: bob on the second server, then alice on the first.
+	bob := loggedIn(t, nodes[1], "bob")
+	alice := loggedIn(t, nodes[0], "alice")
+	alice.do("sendto carol are you there?", "Failure") // carol is not logged in
+	alice.do("sendto bob Hi, how are you?", "Success")
+	bob.expectLine("alice: Hi, how are you?")
+	bob.do("list", "alice bob")
+	bob.do("sendto alice Fine, thanks!", "Success")
+	alice.expectLine("bob: Fine, thanks!")
+	carol := loggedIn(t, nodes[2], "carol")
+	carol.do("list", "alice bob carol")
+
+	// Stop one NATS server: the chat goes on, through the other two.
+	if err := nats[1].cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	nats[1].wait()
+	// A chat server that used it answers Failure for the moment it takes
+	// to move to another.
+	sendUntilSuccess(t, alice, "sendto bob still there?")
+	bob.expectLine("alice: still there?")
+	sendUntilSuccess(t, bob, "sendto alice yes")
+	alice.expectLine("bob: yes")
+	sendUntilSuccess(t, carol, "sendto alice hello")
+	alice.expectLine("carol: hello")
+	bob.do("list", "alice bob carol")
+
+	for _, u := range []*proc{alice, bob, carol} {
+		u.do("exit")
+		u.expectEnd(0)
+	}
+}
+
+// startReadmeCluster starts the README's cluster: its three nats-server
+// command lines (nats-server built from the module cache) and its three
+// chatserver command lines, on free ports and in the test's directories.
+func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
+	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -160,37 +200,7 @@ func TestReadmeClusterWalkthrough(t *testing.T) {
 		nodes = append(nodes, startReadmeNode(t, fmt.Sprintf("chatserver %d", i+1), args))
 	}
 
-	// The README's order: bob on the second server, then alice on the first.
-	bob := loggedIn(t, nodes[1], "bob")
-	alice := loggedIn(t, nodes[0], "alice")
-	alice.do("sendto carol are you there?", "Failure") // carol is not logged in
-	alice.do("sendto bob Hi, how are you?", "Success")
-	bob.expectLine("alice: Hi, how are you?")
-	bob.do("list", "alice bob")
-	bob.do("sendto alice Fine, thanks!", "Success")
-	alice.expectLine("bob: Fine, thanks!")
-	carol := loggedIn(t, nodes[2], "carol")
-	carol.do("list", "alice bob carol")
-
-	// Stop one NATS server: the chat goes on, through the other two.
-	if err := nats[1].cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	nats[1].wait()
-	// A chat server that used it answers Failure for the moment it takes
-	// to move to another.
-	sendUntilSuccess(t, alice, "sendto bob still there?")
-	bob.expectLine("alice: still there?")
-	sendUntilSuccess(t, bob, "sendto alice yes")
-	alice.expectLine("bob: yes")
-	sendUntilSuccess(t, carol, "sendto alice hello")
-	alice.expectLine("carol: hello")
-	bob.do("list", "alice bob carol")
-
-	for _, u := range []*proc{alice, bob, carol} {
-		u.do("exit")
-		u.expectEnd(0)
-	}
+	return nats, nodes
 }
 
 // startReadmeNode starts chatserver with args and waits for it to log the

@@ -121,7 +121,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.natsURL, "nats", "", "join a cluster of chat servers through the NATS server (with JetStream) at `URL` (comma-separated for several)")
 	fs.StringVar(&c.natsCreds, "nats-creds", "", "authenticate to NATS with the credentials in `FILE`")
 	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
-	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node not heard from for this long")
+	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node whose lease has not been renewed for this long; a node that cannot renew its own for 8/10 of it disconnects its users")
 	fs.IntVar(&c.natsReplicas, "nats-replicas", 1, "the copies JetStream keeps of the cluster's table of users, when the first node creates it (3 for a cluster of three NATS servers)")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), usageHead)
@@ -338,6 +338,12 @@ func metricsHandler(srv *chat.Server) http.Handler {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if dir, ok := srv.Directory.(*cluster.Directory); ok {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "chat_cluster_fenced_total",
+			Help: "Times this cluster node could not renew its lease in time and disconnected its users.",
+		}, func() float64 { return float64(dir.Fenced()) }))
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
