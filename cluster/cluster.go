@@ -401,12 +401,18 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		nc.Close()
 		return nil, err
 	}
-	kv, err := d.openBucket(ctx)
-	if err == nil {
-		err = d.acquire(ctx, kv)
-	}
-	if err == nil {
-		err = d.sync(ctx)
+	// JetStream may be electing a leader for the bucket (a NATS server has
+	// just started or died): try again until ctx ends.
+	for {
+		err = d.join(ctx)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		d.log.Info("joining the cluster; trying again", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	if err != nil {
 		d.stopWatch()
@@ -419,6 +425,18 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 	go d.renewLoop()
 	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
 	return d, nil
+}
+
+// join opens the bucket, takes the node's lease and reads the bucket.
+func (d *Directory) join(ctx context.Context) error {
+	kv, err := d.openBucket(ctx)
+	if err == nil {
+		err = d.acquire(ctx, kv)
+	}
+	if err == nil {
+		err = d.sync(ctx)
+	}
+	return err
 }
 
 // subscribe makes sure no other running node has this node's name, and

@@ -234,8 +234,15 @@ func (d *Directory) tryAcquire(ctx context.Context, kv jetstream.KeyValue, start
 	case err != nil:
 		return false
 	case string(e.Value()) == d.instance:
-		d.leaseRev = e.Revision() // created, but the confirmation was lost
-		return false
+		// Created by this process (a confirmation lost, or an earlier try
+		// of Open): renewed like any lease.
+		rev, err := kv.Update(ctx, k, []byte(d.instance), e.Revision())
+		if err != nil {
+			return false
+		}
+		d.leaseRev = rev
+		d.confirmed(start)
+		return true
 	case e.Revision() != d.prevRev:
 		if d.prevRev == 0 {
 			d.log.Info("waiting for the lease of a previous process of this node to expire",

@@ -231,10 +231,16 @@ func clip(s string) string {
 // send writes text to the program's standard input.
 func (p *proc) send(text string) {
 	p.t.Helper()
-	p.stdin.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := p.stdin.WriteString(text); err != nil {
+	if err := p.trySend(text); err != nil {
 		p.t.Fatalf("%s: writing %q: %v", p.name, clip(text), err)
 	}
+}
+
+// trySend is send for a program that may have ended meanwhile.
+func (p *proc) trySend(text string) error {
+	p.stdin.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := p.stdin.WriteString(text)
+	return err
 }
 
 // closeInput ends the program's standard input.

@@ -54,7 +54,11 @@ func TestClusterPausedNode(t *testing.T) {
 	}
 	resumed = true
 	for i := range 20 {
-		carol.send("sendto alice from the paused node " + strconv.Itoa(i) + "\n")
+		// carol's node may have disconnected her, and her client ended,
+		// already.
+		if carol.trySend("sendto alice from the paused node "+strconv.Itoa(i)+"\n") != nil {
+			break
+		}
 	}
 	// carol's node disconnects her, with the old alice; what carol was told
 	// before is Failure, never Success.

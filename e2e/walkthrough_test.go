@@ -179,7 +179,7 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 	}
 	// The chat servers need JetStream, which needs a leader of the cluster.
 	for _, n := range nats {
-		deadline := time.After(3 * timeout)
+		deadline := time.After(6 * timeout) // an election, on a loaded machine
 		for i := 0; ; i++ {
 			line, ok := n.stderr.waitLine(i, deadline)
 			if !ok {
