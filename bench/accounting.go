@@ -81,7 +81,11 @@ func (s *seqSet) grow(ci uint64) *seqChunk {
 	if ci < uint64(len(old)) && old[ci] != nil {
 		return old[ci]
 	}
-	cs := make([]*seqChunk, max(uint64(len(old)), ci+1, uint64(2*len(old))))
+	n := uint64(len(old))
+	if ci >= n {
+		n = max(ci+1, 2*n)
+	}
+	cs := make([]*seqChunk, n)
 	copy(cs, old)
 	cs[ci] = new(seqChunk)
 	s.chunks.Store(&cs)

@@ -147,6 +147,14 @@ func TestSeqSet(t *testing.T) {
 	if want := bitsOf(seqRange(0, n)...); fmt.Sprint(w) != fmt.Sprint(want) {
 		t.Errorf("words %x, want %x", w, want)
 	}
+	// The room for chunks grows with the messages, not faster.
+	var seq seqSet
+	for ci := range uint64(20) {
+		seq.add(ci*seqChunkBits + 5)
+		if n := len(*seq.chunks.Load()); n > 2*int(ci+1) {
+			t.Fatalf("room for %d chunks after chunk %d", n, ci)
+		}
+	}
 	// A far message leaves the chunks between unmade.
 	var far seqSet
 	far.add(10 * seqChunkBits)
