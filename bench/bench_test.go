@@ -258,6 +258,9 @@ func TestResultOutput(t *testing.T) {
 		MsgsPerSec *float64 `json:"msgs_per_sec"`
 		MBPerSec   *float64 `json:"mb_per_sec"`
 		Failures   *uint64  `json:"failures"`
+		FailedDel  *uint64  `json:"failed_delivered"`
+		OKUndel    *uint64  `json:"ok_undelivered"`
+		Duplicates *uint64  `json:"duplicates"`
 		CPUUserS   *float64 `json:"cpu_user_s"`
 		Latency    *struct {
 			P50, P90, P99, P999, Max *float64
@@ -271,7 +274,8 @@ func TestResultOutput(t *testing.T) {
 		t.Error("more than one JSON value")
 	}
 	if got.Clients == nil || got.Mode == nil || got.Size == nil || got.Window == nil || got.DurationS == nil ||
-		got.Delivered == nil || got.MsgsPerSec == nil || got.MBPerSec == nil || got.Failures == nil || got.CPUUserS == nil || got.Latency == nil {
+		got.Delivered == nil || got.MsgsPerSec == nil || got.MBPerSec == nil || got.Failures == nil || got.CPUUserS == nil || got.Latency == nil ||
+		got.FailedDel == nil || got.OKUndel == nil || got.Duplicates == nil {
 		t.Fatalf("JSON lacks fields: %+v", got)
 	}
 	l := got.Latency
@@ -287,7 +291,7 @@ func TestResultOutput(t *testing.T) {
 	if err := res.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"throughput", "p99.9", "1,000 measured"} {
+	for _, want := range []string{"throughput", "p99.9", "1,000 measured", "failed_delivered 0, ok_undelivered 0, duplicates 0"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
