@@ -23,19 +23,27 @@ import (
 // the bits of every process meet in merge, which counts, message by
 // message, those answered Failure yet delivered and those answered
 // Success yet never delivered. Memory is one bit per message at each end
-// (and a small chunk per sender a process hears from); the hot path is a
-// few loads and one atomic OR.
+// (and a small chunk per sender a process hears from). The hot path is a
+// few loads and a bit set: in Pairs and PingPong, where a client hears
+// only from its partner, in a bitmap of the recipient's own; otherwise in
+// the process's seqSet of the sender, with one atomic OR.
 
-// okBits is a sender's record of which of its requests were answered
-// Success: bit k for message k. Only the sender's reader writes it.
-type okBits []uint64
+// bitmap is a set of message numbers owned by one goroutine, bit k for
+// message k: a sender's record of which of its requests were answered
+// Success (only its reader writes it), and in Pairs and PingPong a
+// recipient's record of what its partner sent it.
+type bitmap []uint64
 
-func (b *okBits) set(k uint64) {
+// add sets bit k and reports whether it was set before.
+func (b *bitmap) add(k uint64) (dup bool) {
 	w := int(k >> 6)
 	for len(*b) <= w {
 		*b = append(*b, 0)
 	}
-	(*b)[w] |= 1 << (k & 63)
+	mask := uint64(1) << (k & 63)
+	dup = (*b)[w]&mask != 0
+	(*b)[w] |= mask
+	return dup
 }
 
 // seqChunkBits is the size of a seqSet chunk: 4096 messages in 512 bytes.
@@ -48,7 +56,8 @@ const (
 type seqChunk [seqChunkWords]atomic.Uint64
 
 // seqSet is the set of one sender's messages (their sequence numbers)
-// received by the clients of one process. Any reader may add to it at any
+// received by the clients of one process (but in Pairs and PingPong, see
+// client.got). Any reader may add to it at any
 // time: the chunks are found through a slice that is replaced, never
 // changed, when it grows (under mu), and the bits are set atomically.
 type seqSet struct {

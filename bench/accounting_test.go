@@ -13,9 +13,9 @@ import (
 
 // bitsOf returns the bitmap with bit k set for each k in ks.
 func bitsOf(ks ...uint64) []uint64 {
-	var b okBits
+	var b bitmap
 	for _, k := range ks {
-		b.set(k)
+		b.add(k)
 	}
 	return b
 }

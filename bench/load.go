@@ -111,7 +111,9 @@ type client struct {
 	pings      int64         // PingPong: pings sent
 	pbuf       []byte        // PingPong: the frame being sent
 	lat        latencyBatch
-	okBits     okBits        // which requests were answered Success
+	okBits     bitmap        // which requests were answered Success
+	from       int           // Pairs, PingPong: the partner's global index (-1: none)
+	got        bitmap        // Pairs, PingPong: the partner's messages received
 	dups       uint64        // SENDTOs received a second time
 	strays     uint64        // SENDTOs from no client of the load, or without a stamp
 	dead       chan struct{} // closed when the reader ends
@@ -148,6 +150,7 @@ func (l *load) connect(ctx context.Context) error {
 			name:  l.cfg.Prefix + strconv.Itoa(l.offset+i),
 			addr:  l.addrs[l.cfg.serverOf(l.offset+i, len(l.addrs))],
 			quota: -1,
+			from:  -1,
 			wake:  make(chan struct{}, 1),
 			dead:  make(chan struct{}),
 		}
@@ -228,7 +231,7 @@ func (l *load) assign() {
 	case Pairs, Random:
 		for i, c := range l.clients {
 			if cfg.Mode == Pairs {
-				c.to = l.clients[i^1].name
+				c.to, c.from = l.clients[i^1].name, l.offset+(i^1)
 			}
 			if limited {
 				c.quota = split(cfg.Messages, len(l.clients), i)
@@ -238,6 +241,7 @@ func (l *load) assign() {
 		for i := 0; i < len(l.clients); i += 2 {
 			a, b := l.clients[i], l.clients[i+1]
 			a.to, b.to = b.name, a.name
+			a.from, b.from = l.offset+i+1, l.offset+i
 			a.initiator = true
 			a.chain = new(atomic.Bool)
 			b.chain = a.chain
@@ -565,7 +569,7 @@ func (c *client) readLoop() {
 			n := c.acked.Add(1) // answers request n-1: the server answers in order
 			switch f.Result {
 			case chat.ResultOK:
-				c.okBits.set(n - 1)
+				c.okBits.add(n - 1)
 				c.ok.Add(1)
 			case chat.ResultFailure:
 				c.failures.Add(1)
@@ -585,12 +589,19 @@ func (c *client) readLoop() {
 			t := now()
 			c.lastRecv = t
 			stamp, seq, ok := parseStamp(f.Text)
-			if s, known := l.senderOf(f.Name); ok && known {
-				if l.recv[s].add(seq) {
+			switch {
+			case !ok:
+				c.strays++
+			case c.from >= 0 && string(f.Name) == c.to:
+				if c.got.add(seq) {
 					c.dups++
 				}
-			} else {
-				c.strays++
+			default:
+				if s, known := l.senderOf(f.Name); !known {
+					c.strays++
+				} else if l.recv[s].add(seq) {
+					c.dups++
+				}
 			}
 			measured := ok && stamp >= l.measureFrom
 			if measured {
@@ -684,6 +695,9 @@ func (l *load) result() *part {
 	p.acct = &accounts{sent: make([]sentLog, len(l.clients))}
 	for i, c := range l.clients {
 		p.acct.sent[i] = sentLog{sender: l.offset + i, acked: c.acked.Load(), ok: c.okBits}
+		if c.got != nil {
+			p.acct.recv = append(p.acct.recv, recvLog{sender: c.from, got: c.got})
+		}
 		p.Duplicates += c.dups
 		p.Strays += c.strays
 		r.Sent += c.sent.Load()

@@ -92,7 +92,7 @@ us = lambda cores: cores / d * 1e6 if d else 0
 fail = r["failures"] / r["sent"] * 100 if r["sent"] else 0
 print(f'{label} offered {rate:.0f} delivered {d:.0f} failure% {fail:.3f} '
       f'sent {r["sent"]} ok {r["ok"]} failures {r["failures"]} '
-      f'failed_delivered {r["failed_delivered"]} ok_undelivered {r["ok_undelivered"]} duplicates {r["duplicates"]} '
+      f'failed_delivered {r.get("failed_delivered", "-")} ok_undelivered {r.get("ok_undelivered", "-")} duplicates {r.get("duplicates", "-")} '
       f'p50_ms {r["latency_us"]["p50"]/1000:.2f} p99_ms {r["latency_us"]["p99"]/1000:.1f} '
       f'servers_cores {srv:.3f} nats_cores {nc:.3f} servers_us_per_msg {us(srv):.1f} nats_us_per_msg {us(nc):.1f} '
       f'total_us_per_msg {us(srv + nc):.1f} rss_kib_per_client {max(s["rss_per_client_kib"] for s in r["servers"]):.1f} '
