@@ -10,6 +10,13 @@
 // the time into the front of each text; recipients are always clients of
 // the same process, so stamp and reading share one clock.
 //
+// Every message also carries its sender's sequence number, and the result
+// accounts for each message exactly (Tally): how many were answered
+// Failure yet delivered (failed_delivered, which a correct server keeps
+// at 0), how many were answered Success and never delivered
+// (ok_undelivered), and how many arrived twice, whichever processes held
+// the sender and the recipient.
+//
 // The clients speak the protocol directly with the frame functions of
 // package chat rather than through chat.Client: each connection has one
 // goroutine that reads and one that writes, the writer batches many frames

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -81,8 +82,11 @@ func checkConsistent(t *testing.T, res *Result) {
 	if res.Failures != 0 || res.Malformed != 0 || res.OK != res.Sent {
 		t.Errorf("sent %d, ok %d, failures %d, malformed %d; want all ok", res.Sent, res.OK, res.Failures, res.Malformed)
 	}
-	if res.DeliveredTotal != res.OK || res.Lost != 0 || res.Delivered > res.DeliveredTotal {
-		t.Errorf("ok %d, delivered %d measured of %d, lost %d", res.OK, res.Delivered, res.DeliveredTotal, res.Lost)
+	if res.DeliveredTotal != res.OK || res.Delivered > res.DeliveredTotal {
+		t.Errorf("ok %d, delivered %d measured of %d", res.OK, res.Delivered, res.DeliveredTotal)
+	}
+	if res.Tally != (Tally{}) {
+		t.Errorf("accounting %+v, want all zero", res.Tally)
 	}
 	wantLatencies := res.Delivered
 	if res.Mode == PingPong {
@@ -254,6 +258,9 @@ func TestResultOutput(t *testing.T) {
 		MsgsPerSec *float64 `json:"msgs_per_sec"`
 		MBPerSec   *float64 `json:"mb_per_sec"`
 		Failures   *uint64  `json:"failures"`
+		FailedDel  *uint64  `json:"failed_delivered"`
+		OKUndel    *uint64  `json:"ok_undelivered"`
+		Duplicates *uint64  `json:"duplicates"`
 		CPUUserS   *float64 `json:"cpu_user_s"`
 		Latency    *struct {
 			P50, P90, P99, P999, Max *float64
@@ -267,7 +274,8 @@ func TestResultOutput(t *testing.T) {
 		t.Error("more than one JSON value")
 	}
 	if got.Clients == nil || got.Mode == nil || got.Size == nil || got.Window == nil || got.DurationS == nil ||
-		got.Delivered == nil || got.MsgsPerSec == nil || got.MBPerSec == nil || got.Failures == nil || got.CPUUserS == nil || got.Latency == nil {
+		got.Delivered == nil || got.MsgsPerSec == nil || got.MBPerSec == nil || got.Failures == nil || got.CPUUserS == nil || got.Latency == nil ||
+		got.FailedDel == nil || got.OKUndel == nil || got.Duplicates == nil {
 		t.Fatalf("JSON lacks fields: %+v", got)
 	}
 	l := got.Latency
@@ -283,7 +291,7 @@ func TestResultOutput(t *testing.T) {
 	if err := res.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"throughput", "p99.9", "1,000 measured"} {
+	for _, want := range []string{"throughput", "p99.9", "1,000 measured", "failed_delivered 0, ok_undelivered 0, duplicates 0"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -306,7 +314,7 @@ func TestMerge(t *testing.T) {
 			p.hist.RecordValue(v * 1000)
 		}
 		// Through a child's report and back.
-		if err := p.encodeHist(); err != nil {
+		if err := p.encode(); err != nil {
 			t.Fatal(err)
 		}
 		b, err := json.Marshal(childEvent{Event: "result", Result: p})
@@ -317,7 +325,7 @@ func TestMerge(t *testing.T) {
 		if err := json.Unmarshal(b, &ev); err != nil {
 			t.Fatal(err)
 		}
-		if err := ev.Result.decodeHist(); err != nil {
+		if err := ev.Result.decode(); err != nil {
 			t.Fatal(err)
 		}
 		parts = append(parts, ev.Result)
@@ -325,7 +333,7 @@ func TestMerge(t *testing.T) {
 	r := merge(&cfg, parts)
 	want := Result{
 		Clients: 4, Mode: Pairs, Size: 100, Window: 10, Procs: 2, DurationS: 2,
-		Sent: 2000, OK: 1998, Failures: 2, Delivered: 1980, DeliveredTotal: 1996, Lost: 2,
+		Sent: 2000, OK: 1998, Failures: 2, Delivered: 1980, DeliveredTotal: 1996,
 		MsgsPerSec: 990, MBPerSec: 0.1, LatencyKind: "delivery", LatencyCount: 2000,
 		CPUUserS: 1, CPUSysS: 0.5,
 	}
@@ -341,7 +349,7 @@ func TestMerge(t *testing.T) {
 	}
 
 	bad := &part{Result: Result{}, Hist: "not a histogram"}
-	if err := bad.decodeHist(); err == nil {
+	if err := bad.decode(); err == nil {
 		t.Error("decoded a bad histogram")
 	}
 }
@@ -445,7 +453,7 @@ func TestServeChild(t *testing.T) {
 			if res == nil || events[len(events)-2] != "stopped" {
 				t.Fatalf("events %v, want ready, stopped, result", events)
 			}
-			if err := res.decodeHist(); err != nil {
+			if err := res.decode(); err != nil {
 				t.Fatal(err)
 			}
 			if res.Clients != 2 || res.OK != res.Sent || res.DeliveredTotal != res.OK || res.hist.TotalCount() != int64(res.Delivered) {
@@ -500,18 +508,25 @@ func TestFileLimit(t *testing.T) {
 }
 
 func TestStamp(t *testing.T) {
-	for _, v := range []int64{0, 1, 123456789, math.MaxInt64} {
+	for _, tc := range []struct {
+		t   int64
+		seq uint64
+	}{{0, 0}, {1, 1}, {123456789, 987654}, {1<<54 - 1, 1<<42 - 1}, {int64(10 * 24 * time.Hour), 1 << 32}} {
 		b := []byte("................-rest")
-		putStamp(b, v)
-		if got, ok := parseStamp(b); !ok || got != v {
-			t.Errorf("parseStamp(putStamp(%d)) = %d, %v", v, got, ok)
+		putStamp(b, tc.t, tc.seq)
+		if got, seq, ok := parseStamp(b); !ok || got != tc.t || seq != tc.seq {
+			t.Errorf("parseStamp(putStamp(%d, %d)) = %d, %d, %v", tc.t, tc.seq, got, seq, ok)
 		}
-		if !strings.HasSuffix(string(b), "-rest") {
-			t.Errorf("putStamp wrote past the stamp: %q", b)
+		putSeq(b, tc.seq+1)
+		if got, seq, ok := parseStamp(b); !ok || got != tc.t || seq != (tc.seq+1)%(1<<42) {
+			t.Errorf("after putSeq(%d): %d, %d, %v", tc.seq+1, got, seq, ok)
+		}
+		if !strings.HasSuffix(string(b), "-rest") || !utf8.Valid(b) {
+			t.Errorf("putStamp wrote past the stamp, or not UTF-8: %q", b)
 		}
 	}
-	for _, s := range []string{"short", "0123456789abcdeX", "0123456789ABCDEF"} {
-		if _, ok := parseStamp([]byte(s)); ok {
+	for _, s := range []string{"short", "0123456789abcde!", "0123456789abcd\xff_", "0123456789abcd é"} {
+		if _, _, ok := parseStamp([]byte(s)); ok {
 			t.Errorf("parsed a stamp from %q", s)
 		}
 	}

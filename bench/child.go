@@ -30,6 +30,7 @@ import (
 type childSpec struct {
 	Config Config `json:"config"`
 	Offset int    `json:"offset"` // the global index of its first client
+	Total  int    `json:"total"`  // the clients of all processes
 }
 
 type childEvent struct {
@@ -75,7 +76,7 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	if err := checkFileLimit(cfg.Clients); err != nil {
 		return fail(err)
 	}
-	l := newLoad(cfg, spec.Offset)
+	l := newLoad(cfg, spec.Offset, spec.Total)
 	if err := l.connect(ctx); err != nil {
 		return fail(err)
 	}
@@ -119,7 +120,7 @@ func ServeChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	}
 	user1, sys1 := cpuTime()
 	p.CPUUserS, p.CPUSysS = user1-user0, sys1-sys0
-	if err := p.encodeHist(); err != nil {
+	if err := p.encode(); err != nil {
 		return fail(err)
 	}
 	emit(childEvent{Event: "result", Result: p})
@@ -229,7 +230,7 @@ func (c *childProc) readEvents(stdout io.Reader) {
 			if ev.Result == nil {
 				break
 			}
-			if err := ev.Result.decodeHist(); err != nil {
+			if err := ev.Result.decode(); err != nil {
 				c.err = fmt.Errorf("child process %d: %w", c.n, err)
 				break
 			}

@@ -16,41 +16,68 @@ var epoch = time.Now()
 // now returns the monotonic nanoseconds since epoch.
 func now() int64 { return int64(time.Since(epoch)) }
 
-// stampLen is the size of the time stamp at the front of every text: the
-// nanoseconds since epoch as 16 lower-case hexadecimal digits, so that the
-// text stays valid UTF-8 as the server requires.
-const stampLen = 16
+// stampLen is the size of the stamp at the front of every text: the
+// sending time, in nanoseconds since epoch, and the sender's sequence
+// number of the message, in stampTimeLen and stampSeqLen digits of base
+// 64 (ASCII, so that the text stays valid UTF-8 as the server requires).
+// The time has 54 bits (208 days), the sequence number 42.
+const (
+	stampLen     = stampTimeLen + stampSeqLen
+	stampTimeLen = 9
+	stampSeqLen  = 7
+)
 
-const hexDigits = "0123456789abcdef"
+const stampDigits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
 
-// putStamp writes t as stampLen hexadecimal digits at the front of b.
-func putStamp(b []byte, t int64) {
-	u := uint64(t)
-	_ = b[stampLen-1]
-	for i := stampLen - 1; i >= 0; i-- {
-		b[i] = hexDigits[u&0xf]
-		u >>= 4
+// stampValues maps a digit back to its value; 0xff for any other byte.
+var stampValues = func() (v [256]byte) {
+	for i := range v {
+		v[i] = 0xff
+	}
+	for i := range len(stampDigits) {
+		v[stampDigits[i]] = byte(i)
+	}
+	return v
+}()
+
+// putStamp writes time t and sequence number seq as a stamp at the front
+// of b.
+func putStamp(b []byte, t int64, seq uint64) {
+	putDigits(b[:stampTimeLen], uint64(t))
+	putDigits(b[stampTimeLen:stampLen], seq)
+}
+
+// putSeq replaces the sequence number of the stamp at the front of b.
+func putSeq(b []byte, seq uint64) { putDigits(b[stampTimeLen:stampLen], seq) }
+
+func putDigits(b []byte, u uint64) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = stampDigits[u&63]
+		u >>= 6
 	}
 }
 
-// parseStamp reads the time stamp at the front of a text; ok is false if
-// there is none.
-func parseStamp(b []byte) (t int64, ok bool) {
+// parseStamp reads the stamp at the front of a text; ok is false if there
+// is none.
+func parseStamp(b []byte) (t int64, seq uint64, ok bool) {
 	if len(b) < stampLen {
-		return 0, false
+		return 0, 0, false
 	}
-	var u uint64
-	for _, c := range b[:stampLen] {
-		switch {
-		case c >= '0' && c <= '9':
-			u = u<<4 | uint64(c-'0')
-		case c >= 'a' && c <= 'f':
-			u = u<<4 | uint64(c-'a'+10)
-		default:
-			return 0, false
-		}
+	var u, bad uint64
+	for _, c := range b[:stampTimeLen] {
+		v := stampValues[c]
+		bad |= uint64(v)
+		u = u<<6 | uint64(v&63)
 	}
-	return int64(u), true
+	for _, c := range b[stampTimeLen:stampLen] {
+		v := stampValues[c]
+		bad |= uint64(v)
+		seq = seq<<6 | uint64(v&63)
+	}
+	if bad > 63 {
+		return 0, 0, false
+	}
+	return int64(u), seq, true
 }
 
 // Histogram geometry: nanoseconds from 1 ns to 100 s, 3 significant digits.

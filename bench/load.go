@@ -21,10 +21,12 @@ import (
 type load struct {
 	cfg     Config   // Clients and Messages are this process's share
 	offset  int      // the global index of the first client, for its name and server
+	total   int      // the clients of all processes
 	addrs   []string // the servers (Config.Addr)
 	clients []*client
 	pad     string // the text of every message, before its stamp
 	hist    *latencyShards
+	recv    []seqSet // by the sender's global index: what this process's clients received
 
 	batchSize int // bytes a writer gathers before writing
 
@@ -52,11 +54,15 @@ type load struct {
 }
 
 // newLoad returns the load of one process: cfg.Clients clients named from
-// cfg.Prefix and offset on. cfg has its defaults.
-func newLoad(cfg Config, offset int) *load {
+// cfg.Prefix and offset on, of total in all processes. cfg has its
+// defaults.
+func newLoad(cfg Config, offset, total int) *load {
+	total = max(total, offset+cfg.Clients)
 	l := &load{
 		cfg:       cfg,
 		offset:    offset,
+		total:     total,
+		recv:      make([]seqSet, total),
 		pad:       string(make([]byte, cfg.Size)),
 		hist:      newLatencyShards(16),
 		stopCh:    make(chan struct{}),
@@ -105,6 +111,11 @@ type client struct {
 	pings      int64         // PingPong: pings sent
 	pbuf       []byte        // PingPong: the frame being sent
 	lat        latencyBatch
+	okBits     bitmap        // which requests were answered Success
+	from       int           // Pairs, PingPong: the partner's global index (-1: none)
+	got        bitmap        // Pairs, PingPong: the partner's messages received
+	dups       uint64        // SENDTOs received a second time
+	strays     uint64        // SENDTOs from no client of the load, or without a stamp
 	dead       chan struct{} // closed when the reader ends
 }
 
@@ -139,6 +150,7 @@ func (l *load) connect(ctx context.Context) error {
 			name:  l.cfg.Prefix + strconv.Itoa(l.offset+i),
 			addr:  l.addrs[l.cfg.serverOf(l.offset+i, len(l.addrs))],
 			quota: -1,
+			from:  -1,
 			wake:  make(chan struct{}, 1),
 			dead:  make(chan struct{}),
 		}
@@ -219,7 +231,7 @@ func (l *load) assign() {
 	case Pairs, Random:
 		for i, c := range l.clients {
 			if cfg.Mode == Pairs {
-				c.to = l.clients[i^1].name
+				c.to, c.from = l.clients[i^1].name, l.offset+(i^1)
 			}
 			if limited {
 				c.quota = split(cfg.Messages, len(l.clients), i)
@@ -229,6 +241,7 @@ func (l *load) assign() {
 		for i := 0; i < len(l.clients); i += 2 {
 			a, b := l.clients[i], l.clients[i+1]
 			a.to, b.to = b.name, a.name
+			a.from, b.from = l.offset+i+1, l.offset+i
 			a.initiator = true
 			a.chain = new(atomic.Bool)
 			b.chain = a.chain
@@ -508,7 +521,7 @@ func (c *client) writeLoop() {
 			}
 			start := len(buf)
 			buf = chat.AppendSendTo(buf, to, l.pad)
-			putStamp(buf[start+chat.HeaderSize+2+len(to):], stamp)
+			putStamp(buf[start+chat.HeaderSize+2+len(to):], stamp, sent)
 			sent++
 		}
 		c.sent.Store(sent) // before the write: replies never outnumber it
@@ -553,15 +566,16 @@ func (c *client) readLoop() {
 			if l.closing.Load() {
 				continue // the reply to logout
 			}
+			n := c.acked.Add(1) // answers request n-1: the server answers in order
 			switch f.Result {
 			case chat.ResultOK:
+				c.okBits.add(n - 1)
 				c.ok.Add(1)
 			case chat.ResultFailure:
 				c.failures.Add(1)
 			default:
 				c.malformed.Add(1)
 			}
-			n := c.acked.Add(1)
 			if need := c.need.Load(); need != 0 && n >= need && c.need.CompareAndSwap(need, 0) {
 				select {
 				case c.wake <- struct{}{}:
@@ -574,7 +588,21 @@ func (c *client) readLoop() {
 		case chat.TypeMessage:
 			t := now()
 			c.lastRecv = t
-			stamp, ok := parseStamp(f.Text)
+			stamp, seq, ok := parseStamp(f.Text)
+			switch {
+			case !ok:
+				c.strays++
+			case c.from >= 0 && string(f.Name) == c.to:
+				if c.got.add(seq) {
+					c.dups++
+				}
+			default:
+				if s, known := l.senderOf(f.Name); !known {
+					c.strays++
+				} else if l.recv[s].add(seq) {
+					c.dups++
+				}
+			}
 			measured := ok && stamp >= l.measureFrom
 			if measured {
 				c.measured++
@@ -607,15 +635,35 @@ func (c *client) ping() {
 	}
 	c.pings++
 	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, l.pad)
-	putStamp(c.pbuf[chat.HeaderSize+2+len(c.to):], now())
+	putStamp(c.pbuf[chat.HeaderSize+2+len(c.to):], now(), c.sent.Load())
 	c.send(c.pbuf)
 }
 
-// pong sends a ping back with its stamp.
+// pong sends a ping back with its time stamp, and its own sequence number.
 func (c *client) pong(text []byte) {
 	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, c.l.pad)
-	copy(c.pbuf[chat.HeaderSize+2+len(c.to):], text)
+	text0 := c.pbuf[chat.HeaderSize+2+len(c.to):]
+	copy(text0, text)
+	putSeq(text0, c.sent.Load())
 	c.send(c.pbuf)
+}
+
+// senderOf returns the global index of the client of the load named name
+// (Prefix and the index); known is false for any other name.
+func (l *load) senderOf(name []byte) (i int, known bool) {
+	p := l.cfg.Prefix
+	if len(name) <= len(p) || string(name[:len(p)]) != p {
+		return 0, false
+	}
+	for _, d := range name[len(p):] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		if i = i*10 + int(d-'0'); i >= l.total {
+			return 0, false
+		}
+	}
+	return i, true
 }
 
 func (c *client) send(frame []byte) {
@@ -644,7 +692,14 @@ func (l *load) result() *part {
 	}}
 	r := &p.Result
 	var last int64
-	for _, c := range l.clients {
+	p.acct = &accounts{sent: make([]sentLog, len(l.clients))}
+	for i, c := range l.clients {
+		p.acct.sent[i] = sentLog{sender: l.offset + i, acked: c.acked.Load(), ok: c.okBits}
+		if c.got != nil {
+			p.acct.recv = append(p.acct.recv, recvLog{sender: c.from, got: c.got})
+		}
+		p.Duplicates += c.dups
+		p.Strays += c.strays
 		r.Sent += c.sent.Load()
 		r.OK += c.ok.Load()
 		r.Failures += c.failures.Load()
@@ -660,6 +715,11 @@ func (l *load) result() *part {
 	}
 	if end > l.measureFrom {
 		r.DurationS = time.Duration(end - l.measureFrom).Seconds()
+	}
+	for s := range l.recv {
+		if got := l.recv[s].words(); got != nil {
+			p.acct.recv = append(p.acct.recv, recvLog{sender: s, got: got})
+		}
 	}
 	p.hist = l.hist.merged()
 	return p

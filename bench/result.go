@@ -30,11 +30,14 @@ type Result struct {
 	Malformed uint64 `json:"malformed"` // answered Malformed packet
 
 	// Delivered counts the messages the recipients received that were
-	// sent in the measured time; DeliveredTotal counts them all. Lost is
-	// the messages answered Success that never arrived.
+	// sent in the measured time; DeliveredTotal counts them all.
 	Delivered      uint64 `json:"delivered"`
 	DeliveredTotal uint64 `json:"delivered_total"`
-	Lost           uint64 `json:"lost"`
+
+	// Tally says, message by message, whether what the senders were told
+	// agrees with what the recipients received: failed_delivered,
+	// ok_undelivered, duplicates.
+	Tally
 
 	// RoundTrips counts the measured round trips of PingPong.
 	RoundTrips uint64 `json:"round_trips,omitempty"`
@@ -97,10 +100,20 @@ type part struct {
 	Result
 	Hist string                  `json:"hist,omitempty"` // hist, encoded, from a child
 	hist *hdrhistogram.Histogram // nanoseconds
+	Acct []byte                  `json:"acct,omitempty"` // acct, encoded, from a child
+	acct *accounts
 }
 
-// encodeHist puts p's histogram into Hist, for a child's report.
-func (p *part) encodeHist() error {
+// encode puts p's histogram into Hist and its accounts into Acct, for a
+// child's report.
+func (p *part) encode() error {
+	if p.acct != nil {
+		b, err := p.acct.encode()
+		if err != nil {
+			return fmt.Errorf("encoding the accounts: %w", err)
+		}
+		p.Acct = b
+	}
 	if p.hist == nil {
 		return nil
 	}
@@ -112,8 +125,16 @@ func (p *part) encodeHist() error {
 	return nil
 }
 
-// decodeHist takes p's histogram back out of Hist, from a child's report.
-func (p *part) decodeHist() error {
+// decode takes p's histogram and accounts back out of Hist and Acct,
+// from a child's report.
+func (p *part) decode() error {
+	if p.Acct != nil {
+		a, err := decodeAccounts(p.Acct)
+		if err != nil {
+			return err
+		}
+		p.acct, p.Acct = a, nil
+	}
 	if p.Hist == "" {
 		return nil
 	}
@@ -155,9 +176,7 @@ func merge(cfg *Config, parts []*part) *Result {
 			h.Merge(p.hist)
 		}
 	}
-	if r.OK > r.DeliveredTotal {
-		r.Lost = r.OK - r.DeliveredTotal
-	}
+	r.Tally = tally(r.Clients, parts)
 	if r.DurationS > 0 {
 		r.MsgsPerSec = round(float64(r.Delivered)/r.DurationS, 1)
 		r.MBPerSec = round(float64(r.Delivered)*float64(r.Size)/1e6/r.DurationS, 2)
@@ -204,7 +223,16 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row("load", "%d-byte texts, window %d, %s", r.Size, r.Window, rate)
 		row("duration", "%.3f s", r.DurationS)
 		row("sent", "%s (ok %s, failures %s, malformed %s)", group(r.Sent), group(r.OK), group(r.Failures), group(r.Malformed))
-		row("delivered", "%s measured, %s in all, %s lost", group(r.Delivered), group(r.DeliveredTotal), group(r.Lost))
+		row("delivered", "%s measured, %s in all", group(r.Delivered), group(r.DeliveredTotal))
+		t := r.Tally
+		acct := fmt.Sprintf("failed_delivered %s, ok_undelivered %s, duplicates %s", group(t.FailedDelivered), group(t.OKUndelivered), group(t.Duplicates))
+		if t.UnansweredDelivered != 0 {
+			acct += fmt.Sprintf(", delivered unanswered %s", group(t.UnansweredDelivered))
+		}
+		if t.Strays != 0 {
+			acct += fmt.Sprintf(", strays %s", group(t.Strays))
+		}
+		row("accounting", "%s", acct)
 		row("throughput", "%s msg/s, %.2f MB/s", group(uint64(r.MsgsPerSec)), r.MBPerSec)
 		if r.Mode == PingPong {
 			row("round trips", "%s (%s/s)", group(r.RoundTrips), group(uint64(r.RoundTripsPerSec)))

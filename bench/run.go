@@ -162,7 +162,7 @@ wait:
 // newWorkers divides the clients among cfg.Procs workers.
 func newWorkers(cfg Config) ([]worker, error) {
 	if cfg.Procs == 1 {
-		return []worker{newLoad(cfg, 0)}, nil
+		return []worker{newLoad(cfg, 0, cfg.Clients)}, nil
 	}
 	exe := cfg.Exe
 	var err error
@@ -191,7 +191,7 @@ func newWorkers(cfg Config) ([]worker, error) {
 				child.Messages = sharesOf(cfg.Messages, cfg.Clients, offset, child.Clients)
 			}
 		}
-		workers[i] = newChildProc(exe, i, childSpec{Config: child, Offset: offset})
+		workers[i] = newChildProc(exe, i, childSpec{Config: child, Offset: offset, Total: cfg.Clients})
 		offset += child.Clients
 	}
 	return workers, nil

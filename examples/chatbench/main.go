@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.List, "list", true, "idle mode: at the end, ask for the list of names from one more connection and report how many came back and how long it took (-list=false: not)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "the clients log in as `PREFIX`0, PREFIX1, ...; give each chatbench running against the same servers its own (default b<pid>-)")
 	fs.DurationVar(&cfg.MaxTime, "max-time", bench.DefaultMaxTime, "stop a -messages run without -duration after this long, even if not all the messages were sent")
-	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "at the end, how long to wait for the replies and messages still in flight; what has not arrived by then is reported lost")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "at the end, how long to wait for the replies and messages still in flight; what has not arrived by then counts as ok_undelivered")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	fs.BoolVar(&quiet, "q", false, "no progress lines")
 	fs.Usage = func() {
