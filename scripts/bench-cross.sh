@@ -36,7 +36,7 @@ measure() {
   start $bin $n
   local np; np=$(pgrep -f "nats-server -js -sd $OUT" || true)
   local t0=0; [ -n "$np" ] && t0=$(ticks $np)
-  local out; out=$($bin/chatbench -addr $ADDRS -server-pid $PIDS -json -q "$@" 2>>$OUT/bench.err)
+  local out; out=$($B/chatbench -addr $ADDRS -server-pid $PIDS -json -q "$@" 2>>$OUT/bench.err)
   local t1=0; [ -n "$np" ] && t1=$(ticks $np)
   echo "$out" | python3 -c '
 import json, os, sys
