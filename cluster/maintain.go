@@ -35,7 +35,6 @@ func (d *Directory) maintain() {
 		case <-d.poke:
 		case <-t.C:
 		}
-		d.leaseValid() // fences an expired lease
 		d.checkLate()
 		if !d.nc.IsConnected() {
 			d.online.Store(false)
