@@ -302,7 +302,8 @@ func (d *Directory) handleAnswer(m *nats.Msg) {
 }
 
 // settle settles the receipts of the batch seq: with the answers, or all
-// with err. A batch settled already (by its timer, say) is left alone.
+// with err. A batch settled already (after a question, or as lost with a
+// dead node) is left alone.
 func (d *Directory) settle(seq uint64, answers []byte, err error) {
 	d.sentMu.Lock()
 	b := d.sent[seq]

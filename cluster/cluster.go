@@ -95,7 +95,7 @@
 // tells at once that nobody listens). A message the dead node had queued,
 // and answered Success for, is lost with the recipient's connection, as on
 // a single server that dies; so is one whose answer was lost before the
-// node died (it is counted as queued: see batch.go).
+// node died (it is counted as queued: see status.go).
 //
 // A node that has lost its connection to NATS refuses logins, and messages
 // to users on other nodes, with Failure (chat.ErrUnavailable): it cannot
