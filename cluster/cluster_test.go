@@ -178,32 +178,10 @@ func TestSameNameRace(t *testing.T) {
 	}
 	for r := range rounds {
 		name := fmt.Sprintf("race%d", r)
-		var wins sync.WaitGroup
-		var mu sync.Mutex
-		var winners []int
-		start := make(chan struct{})
-		for i, c := range clients {
-			wins.Go(func() {
-				<-start
-				err := c.Login(ctx(t), name)
-				switch {
-				case err == nil:
-					mu.Lock()
-					winners = append(winners, i)
-					mu.Unlock()
-				case !isFailure(err):
-					t.Errorf("client %d: %v", i, err)
-				}
-			})
-		}
-		close(start)
-		wins.Wait()
-		if len(winners) != 1 {
-			t.Fatalf("round %d: %d winners %v, want 1", r, len(winners), winners)
-		}
+		won := raceLogins(t, r, clients, func(int) string { return name })
 		// The winner can be reached from every node; then it leaves.
-		w := clients[winners[0]]
-		if err := clients[(winners[0]+1)%len(clients)].Logout(ctx(t)); !isFailure(err) {
+		w := clients[won]
+		if err := clients[(won+1)%len(clients)].Logout(ctx(t)); !isFailure(err) {
 			t.Fatalf("a loser was logged in: %v", err)
 		}
 		if err := w.Logout(ctx(t)); err != nil {

@@ -356,6 +356,37 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func isFailure(err error) bool { return errors.Is(err, chat.ErrFailure) }
 
+// raceLogins has every client log in at the same moment, client i as
+// name(i), and returns the index of the one that succeeded; the test fails
+// unless exactly one did and the others got Failure.
+func raceLogins(t *testing.T, round int, clients []*user, name func(i int) string) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var winners []int
+	start := make(chan struct{})
+	for i, c := range clients {
+		wg.Go(func() {
+			<-start
+			err := c.Login(ctx(t), name(i))
+			switch {
+			case err == nil:
+				mu.Lock()
+				winners = append(winners, i)
+				mu.Unlock()
+			case !isFailure(err):
+				t.Errorf("client %d: %v", i, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(winners) != 1 {
+		t.Fatalf("round %d: %d winners %v, want 1", round, len(winners), winners)
+	}
+	return winners[0]
+}
+
 // proxy forwards TCP connections to a NATS server, and can cut them: a
 // node connected through it loses NATS while the others keep it.
 type proxy struct {

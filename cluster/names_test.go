@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -107,30 +106,12 @@ func TestLookalikeRace(t *testing.T) {
 	for r := range rounds {
 		names := [2]string{fmt.Sprintf("paypal%d", r), fmt.Sprintf("pаypal%d", r)} // a Cyrillic а
 		before := failures(n)
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var winners []int
-		start := make(chan struct{})
+		users := make([]*user, len(racers))
 		for i, rc := range racers {
-			wg.Go(func() {
-				<-start
-				err := rc.u.Login(ctx(t), names[rc.node])
-				switch {
-				case err == nil:
-					mu.Lock()
-					winners = append(winners, i)
-					mu.Unlock()
-				case !isFailure(err):
-					t.Errorf("client %d: %v", i, err)
-				}
-			})
+			users[i] = rc.u
 		}
-		close(start)
-		wg.Wait()
-		if len(winners) != 1 {
-			t.Fatalf("round %d: %d winners %v, want 1", r, len(winners), winners)
-		}
-		w := racers[winners[0]]
+		won := raceLogins(t, r, users, func(i int) string { return names[racers[i].node] })
+		w := racers[won]
 		after := failures(n)
 		lookalike, taken := after["lookalike"]-before["lookalike"], after["name_taken"]-before["name_taken"]
 		// A client whose node had the same name in flight is told taken;
