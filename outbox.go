@@ -164,10 +164,17 @@ func (o *outbox) replyNames(names []string) {
 // are all out.
 const heldKeep = 128
 
-// pushHeld appends h to the held replies, reusing their array.
+// pushHeld appends h to the held replies, reusing their array: held
+// advances through heldBuf as replies are settled, and moves back to its
+// start when it reaches the end with half the array or more free, so that a
+// connection always pipelining does not allocate.
 func (o *outbox) pushHeld(h heldReply) {
-	if len(o.held) == 0 {
+	switch n := len(o.held); {
+	case n == 0:
 		o.held = o.heldBuf[:0]
+	case n == cap(o.held) && 2*n <= cap(o.heldBuf):
+		o.held = append(o.heldBuf[:0], o.held...)
+		clear(o.heldBuf[n:cap(o.heldBuf)]) // the old places of the lists moved
 	}
 	c := cap(o.held)
 	o.held = append(o.held, h)

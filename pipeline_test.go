@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -211,4 +212,46 @@ func TestPipelinedBound(t *testing.T) {
 		a.c.Close()
 		far.settle(t, "last", nil)
 	})
+}
+
+// TestHeldSteady: a connection that always has replies pending (each
+// reply settled a window after it was held, a local reply behind each) gets
+// every reply in order, and once warm its outbox allocates nothing, however
+// long it goes on: the held replies' array is reused, not outgrown.
+func TestHeldSteady(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	o := newOutbox(c1, 1<<20, 1<<10, time.Second, &counters{}, func(error) {})
+	const window = 100 // held replies pending at once
+	var wantBuf []byte
+	step := func() {
+		if _, settled := o.hold(o.next, 16); settled {
+			t.Fatal("settled before it was held")
+		}
+		o.reply(ResultOK) // waits behind the held reply
+		oldest := int64(o.next) - 2*window
+		if oldest < 0 {
+			return
+		}
+		r := Result(oldest / 2 % 2) // Success and Failure in turn
+		o.settle(uint64(oldest), r, false)
+		// The oldest, then the local reply that waited behind it.
+		wantBuf = AppendResponse(AppendResponse(wantBuf[:0], r), ResultOK)
+		if !slices.Equal(o.buf, wantBuf) {
+			t.Fatalf("after settling ordinal %d: queued % x, want % x", oldest, o.buf, wantBuf)
+		}
+		o.buf = o.buf[:0] // as if written
+	}
+	for range 10 * window {
+		step()
+	}
+	steps := func() {
+		for range 10 * window {
+			step()
+		}
+	}
+	if allocs := testing.AllocsPerRun(5, steps); allocs != 0 {
+		t.Errorf("%v allocations in %d held replies, want 0", allocs, 10*window)
+	}
 }

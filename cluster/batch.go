@@ -219,7 +219,8 @@ type batch struct {
 	receipts []chat.Receipt
 	seq      uint64
 	sentAt   time.Time
-	done     bool // settled; guarded by Directory.sentMu
+	to       string // the destination's process, from its lease when sent; "" if unknown
+	done     bool   // settled; guarded by Directory.sentMu
 }
 
 // itemBufs and receiptBufs hold the buffers of batches sent and settled,
@@ -268,6 +269,9 @@ func (l *link) sendLocked() {
 	l.b = nil
 	d := l.d
 	now := time.Now()
+	d.mu.RLock()
+	b.to = d.leases[l.node].instance
+	d.mu.RUnlock()
 	d.sentMu.Lock()
 	d.seq++
 	b.seq, b.sentAt = d.seq, now
@@ -401,6 +405,9 @@ func (d *Directory) redeliver(b *batch, answers []byte) {
 func (d *Directory) current(name string) (chat.Peer, uint64, bool) {
 	d.mu.RLock()
 	u := d.local[name]
+	if u != nil && u.leaving {
+		u = nil // its key is being deleted: the bucket says what follows
+	}
 	var p chat.Peer
 	var rev uint64
 	if u != nil {
@@ -585,18 +592,11 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 const maxUnwritten = 16
 
 // writeQueued has the messages of the batches handled so far written to
-// their recipients, once their answers have reached the NATS server: a node
-// that dies then has delivered nothing it had not answered for, so its
-// senders are never told Failure for a message that arrived. (If the answers
-// do not reach NATS, the node remembers them, and its senders ask.)
+// their recipients. Their answers may still be on their way: if they are
+// lost, this node remembers them and their senders ask (status.go); if this
+// node dies first, its senders count them as queued.
 func (d *Directory) writeQueued() {
 	d.unwritten = 0
-	if len(d.touched) == 0 {
-		return
-	}
-	if err := d.nc.FlushTimeout(d.cfg.Timeout); err != nil {
-		d.log.Debug("answers not confirmed by NATS", zap.Error(err))
-	}
 	for i, p := range d.touched {
 		p.Flush()
 		d.touched[i] = nil

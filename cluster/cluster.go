@@ -704,13 +704,15 @@ func (d *Directory) deleteKey(name string, rev uint64) bool {
 }
 
 // Lookup implements chat.Directory. A user of this node is its own peer; a
-// user of another node is a peer that sends the message there.
+// user of another node is a peer that sends the message there. A user
+// whose logout has started is not found here: once its key is deleted, the
+// name may be another user's.
 func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
 	if !d.leaseValid() {
 		return offlinePeer{errFenced}, true
 	}
 	d.mu.RLock()
-	if u := d.local[string(name)]; u != nil && u.rev != 0 {
+	if u := d.local[string(name)]; u != nil && u.rev != 0 && !u.leaving {
 		d.mu.RUnlock()
 		return u.peer, true
 	}

@@ -268,6 +268,40 @@ func TestPause(t *testing.T) {
 	}
 }
 
+// TestLeaving: while a logout deletes the user's key (held up here by
+// freezing the node's NATS traffic), a message to the user from the same
+// node is refused, not queued for it: once the key is gone, the name may be
+// another user's anywhere in the cluster.
+func TestLeaving(t *testing.T) {
+	ns := startNATS(t)
+	p := startProxy(t, ns.url()[len("nats://"):])
+	n1 := startNode(t, p.url(), "n1")
+	alice := login(t, n1, "alice")
+	carol := login(t, n1, "carol")
+
+	p.freeze()
+	loggedOut := make(chan error, 1)
+	go func() { loggedOut <- alice.Logout(ctx(t)) }()
+	eventually(t, "the logout to start", func() bool {
+		n1.dir.mu.RLock()
+		defer n1.dir.mu.RUnlock()
+		u := n1.dir.local["alice"]
+		return u == nil || u.leaving
+	})
+	if err := carol.SendTo(ctx(t), "alice", "while leaving"); !isFailure(err) {
+		t.Errorf("sendto during the logout: %v, want Failure", err)
+	}
+	p.thaw()
+	if err := <-loggedOut; err != nil {
+		t.Errorf("logout: %v", err)
+	}
+	select {
+	case m := <-alice.msgs:
+		t.Errorf("alice got %+v while logging out", m)
+	default:
+	}
+}
+
 // TestMarkersExpire: the markers logouts leave in the bucket expire, so
 // that names used once do not pile up in it.
 func TestMarkersExpire(t *testing.T) {

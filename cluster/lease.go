@@ -332,7 +332,7 @@ func (d *Directory) reapDead() {
 		if v.alive && !d.expireLease(node, v.lease.rev) {
 			continue // renewed meanwhile, or expired by another node
 		}
-		d.settleDead(node) // the batches it has not answered (status.go)
+		d.settleDead(node, nil) // the batches it has not answered (status.go)
 		freed := 0
 		for _, n := range v.names {
 			if d.deleteKey(n.name, n.rev) {

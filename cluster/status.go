@@ -21,18 +21,20 @@ import (
 // knows. The question fences: a batch the destination has not accepted by
 // the time it answers is refused if it arrives later. So the sender settles
 // every receipt with the truth, whatever NATS lost, and never by guessing.
+// Only the process that received a batch knows its outcome, so the question
+// is put only while the lease of the destination node is still held by the
+// process that held it when the batch was sent.
 //
 // The destination remembers the answers of the batches it accepted until
 // the sender says (in a later batch's header) that it has settled them, or
 // the sender has been silent for 2*DeadAfter. The sender stops asking when
-// the destination is taken for dead (its lease expired, lease.go): then
+// the destination process is taken for dead (its lease expired, or was
+// taken over by a new process of that node after DeadAfter, lease.go): then
 // the batches it has not answered count as queued and lost with it, as on
 // a single server that dies. Its users' sessions have ended (a node that
 // cannot renew its lease disconnects them), and a batch that reaches it
 // later is refused (it is fenced): so neither Failure for a message that
-// arrived, nor a message arriving after all, can happen. A node also writes
-// a batch's messages to their recipients only once its answer has reached
-// NATS (batch.go), so an answer lost with a dying node is rare.
+// arrived, nor a message arriving after all, can happen.
 //
 // # Layout
 //
@@ -190,10 +192,9 @@ func (d *Directory) ask(l *link) {
 		if len(late) == 0 {
 			return
 		}
-		if d.leaseGone(l.node) {
-			// Taken for dead (by this node or another) since these were
-			// sent: no answer will come.
-			d.settleDead(l.node)
+		if d.settleDead(l.node, late) {
+			// Taken for dead (by this node or another) since some were
+			// sent: no answer will come for those.
 			continue
 		}
 		// Nobody answering (NATS's "no responders") is no proof that the
@@ -250,28 +251,36 @@ func (d *Directory) lateBatches(l *link) []uint64 {
 	return late
 }
 
-// leaseGone reports whether node holds no lease, as this node's copy of the
-// bucket has it: it has left, or been taken for dead.
-func (d *Directory) leaseGone(node string) bool {
+// settleDead settles the batches sent to node that the process they were
+// sent to has not answered, if that process is taken for dead (it holds no
+// lease, as this node's copy of the bucket has it): as queued, and lost
+// with it (see the package doc above). With seqs, it looks at those batches
+// only, and otherwise at every batch sent to node, taken for dead. It
+// reports whether it settled any.
+func (d *Directory) settleDead(node string, seqs []uint64) bool {
 	d.mu.RLock()
-	defer d.mu.RUnlock()
-	_, held := d.leases[node]
-	return !held
-}
-
-// settleDead settles the batches sent to node, taken for dead, that it has
-// not answered: as queued, and lost with it (see the package doc above).
-func (d *Directory) settleDead(node string) {
-	var seqs []uint64
+	lease, held := d.leases[node]
+	d.mu.RUnlock()
+	var dead []uint64
 	d.sentMu.Lock()
-	for seq, b := range d.sent {
-		if b.link.node == node {
-			seqs = append(seqs, seq)
+	if seqs == nil {
+		held = false
+		for seq, b := range d.sent {
+			if b.link.node == node {
+				seqs = append(seqs, seq)
+			}
+		}
+	}
+	for _, seq := range seqs {
+		// A batch sent before this node knew of the lease (to == "") may
+		// have gone to the process holding it now: that one is asked.
+		if b := d.sent[seq]; b != nil && (!held || b.to != "" && b.to != lease.instance) {
+			dead = append(dead, seq)
 		}
 	}
 	d.sentMu.Unlock()
-	slices.Sort(seqs)
-	for _, seq := range seqs {
+	slices.Sort(dead)
+	for _, seq := range dead {
 		d.sentMu.Lock()
 		n := 0
 		if b := d.sent[seq]; b != nil {
@@ -280,6 +289,7 @@ func (d *Directory) settleDead(node string) {
 		d.sentMu.Unlock()
 		d.settle(seq, bytes.Repeat([]byte{answerQueued}, n), nil)
 	}
+	return len(dead) > 0
 }
 
 // statusAnswer is the answer about one batch.
