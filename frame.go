@@ -81,7 +81,14 @@ const (
 
 	// maxNameBytes is the longest name the wire can carry: its length is one byte.
 	maxNameBytes = 255
+
+	// responseSize is the size of an encoded RESPONSE: the length, the
+	// type code and the result.
+	responseSize = HeaderSize + 2
 )
+
+// messageSize is the size of the SENDTO frame AppendMessage encodes.
+func messageSize(from string, text []byte) int { return HeaderSize + 2 + len(from) + len(text) }
 
 // Errors returned by the frame decoder.
 var (

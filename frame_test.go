@@ -812,3 +812,16 @@ func BenchmarkDecodeNames(b *testing.B) {
 		}
 	}
 }
+
+// TestFrameSizes: the sizes the outbox counts are those of the frames
+// encoded.
+func TestFrameSizes(t *testing.T) {
+	if got := len(AppendResponse(nil, ResultFailure)); got != responseSize {
+		t.Errorf("a RESPONSE is %d bytes, responseSize %d", got, responseSize)
+	}
+	for _, text := range []string{"", "hi", strings.Repeat("é", 300)} {
+		if got, want := len(AppendMessage(nil, "alice", []byte(text))), messageSize("alice", []byte(text)); got != want {
+			t.Errorf("a SENDTO of %d bytes of text is %d bytes, messageSize %d", len(text), got, want)
+		}
+	}
+}

@@ -110,7 +110,7 @@ func (o *outbox) Deliver(from string, text []byte, _ Receipt) error {
 	if o.closing || o.closed {
 		return ErrPeerGone
 	}
-	size := HeaderSize + 2 + len(from) + len(text)
+	size := messageSize(from, text)
 	if len(o.buf) > 0 && len(o.buf)+size > o.limit {
 		return ErrQueueFull
 	}
@@ -136,7 +136,7 @@ func (o *outbox) reply(r Result) {
 	o.stats.framesOut[outResponse].Add(1)
 	if len(o.held) > 0 {
 		o.pushHeld(heldReply{settled: true, result: r})
-		o.heldLen += HeaderSize + 1
+		o.heldLen += responseSize
 		return
 	}
 	o.buf = AppendResponse(o.buf, r)
@@ -161,8 +161,11 @@ func (o *outbox) replyNames(names []string) {
 }
 
 // heldKeep is the most held replies whose room an outbox keeps once they
-// are all out.
-const heldKeep = 128
+// are all out: about 40 KiB, less than the buffers it keeps (outboxKeep),
+// and room for DefaultMaxPending, so that a connection pipelining in
+// bursts, its replies all settled at once by each answer, does not
+// allocate the array anew for each burst.
+const heldKeep = 1024
 
 // pushHeld appends h to the held replies, reusing their array: held
 // advances through heldBuf as replies are settled, and moves back to its
@@ -199,7 +202,7 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 		o.early = nil
 		if len(o.held) > 0 {
 			o.pushHeld(heldReply{settled: true, result: e.result})
-			o.heldLen += HeaderSize + 1
+			o.heldLen += responseSize
 		} else {
 			o.buf = AppendResponse(o.buf, e.result)
 		}
@@ -235,7 +238,7 @@ func (o *outbox) settle(n uint64, r Result, write bool) bool {
 	}
 	h := &o.held[i]
 	h.settled, h.result = true, r
-	o.heldLen -= h.size - (HeaderSize + 1)
+	o.heldLen -= h.size - responseSize
 	o.waiting--
 	o.signalRoom() // below maxWaiting, the reader may go on
 	k := 0
@@ -246,7 +249,7 @@ func (o *outbox) settle(n uint64, r Result, write bool) bool {
 			o.heldLen -= len(h.list)
 		} else {
 			o.buf = AppendResponse(o.buf, h.result)
-			o.heldLen -= HeaderSize + 1
+			o.heldLen -= responseSize
 		}
 		*h = heldReply{}
 	}

@@ -217,7 +217,8 @@ func TestPipelinedBound(t *testing.T) {
 // TestHeldSteady: a connection that always has replies pending (each
 // reply settled a window after it was held, a local reply behind each) gets
 // every reply in order, and once warm its outbox allocates nothing, however
-// long it goes on: the held replies' array is reused, not outgrown.
+// long it goes on: the held replies' array is reused, not outgrown. Nor
+// does it allocate for bursts of held replies settled all at once.
 func TestHeldSteady(t *testing.T) {
 	c1, c2 := net.Pipe()
 	defer c1.Close()
@@ -253,5 +254,32 @@ func TestHeldSteady(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(5, steps); allocs != 0 {
 		t.Errorf("%v allocations in %d held replies, want 0", allocs, 10*window)
+	}
+
+	// Bursts, as when one answer settles every reply pending: the held
+	// replies all go out, and the array is kept for the next burst.
+	for n := range o.next {
+		o.settle(n, ResultOK, false) // what the window left pending
+	}
+	if o.waiting != 0 {
+		t.Fatalf("%d replies still pending", o.waiting)
+	}
+	o.buf = o.buf[:0]
+	burst := func() {
+		first := o.next
+		for range 300 {
+			o.hold(o.next, 16)
+		}
+		for n := first; n < o.next; n++ {
+			o.settle(n, ResultOK, false)
+		}
+		if len(o.buf) != 300*len(AppendResponse(nil, ResultOK)) {
+			t.Fatalf("a burst of 300 held replies released %d bytes", len(o.buf))
+		}
+		o.buf = o.buf[:0]
+	}
+	burst()
+	if allocs := testing.AllocsPerRun(5, burst); allocs != 0 {
+		t.Errorf("%v allocations in a burst of 300 held replies, want 0", allocs)
 	}
 }
