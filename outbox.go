@@ -229,6 +229,9 @@ func (o *outbox) settle(n uint64, r Result, write bool) bool {
 		return false
 	}
 	if n >= o.next { // not held yet: hold finds it
+		if o.early != nil && o.early.n == n {
+			return false // settled already, early too
+		}
 		o.early = &earlyEnd{n, r}
 		return true
 	}
