@@ -636,10 +636,21 @@ func (d *Directory) claim(kv jetstream.KeyValue, name string) (uint64, error) {
 		}
 	}
 	rev, err = kv.Update(ctx, k, v, e.Revision())
-	if err != nil {
-		return 0, refusal(held, name)
+	switch {
+	case casConflict(err):
+		return 0, refusal(held, name) // changed since it was read
+	case err != nil:
+		return 0, fmt.Errorf("%w: %v", chat.ErrUnavailable, err)
 	}
 	return rev, nil
+}
+
+// casConflict reports whether err is a compare-and-set's refusal: the key
+// is not at the revision expected. Update marks it ErrKeyRevisionMismatch
+// (on a replicated bucket JetStream may answer with a code ErrKeyExists
+// does not match), Create ErrKeyExists.
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
 // refusal is the error of a login of name while the key of its skeleton

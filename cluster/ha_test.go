@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // haDeadAfter is long enough for the nodes' leases to outlast JetStream's
@@ -120,4 +121,48 @@ func TestNATSServerKilled(t *testing.T) {
 		}
 	}
 	servers[leader].start()
+}
+
+// TestCASConflictR3: on a replicated bucket, an Update at a stale revision
+// is refused with an error casConflict recognises (nats.go marks it
+// ErrKeyRevisionMismatch: a replicated stream may answer with a code that
+// ErrKeyExists does not match), and an Update that never reached JetStream
+// is no conflict, so that a login is not refused as "name taken" because
+// NATS did not answer.
+func TestCASConflictR3(t *testing.T) {
+	servers := startNATSCluster(t)
+	nc, err := nats.Connect(clusterURL(servers, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	var kv jetstream.KeyValue
+	eventually(t, "an R3 bucket", func() bool {
+		kv, err = js.CreateKeyValue(c, jetstream.KeyValueConfig{Bucket: "cas", Replicas: 3, Storage: jetstream.FileStorage})
+		return err == nil
+	})
+	rev, err := kv.Create(c, "k", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(c, "k", []byte("2"), rev); err != nil {
+		t.Fatal(err)
+	}
+	_, err = kv.Update(c, "k", []byte("3"), rev)
+	if !casConflict(err) {
+		t.Errorf("update at a stale revision: %v, not taken for a conflict", err)
+	}
+	if _, err = kv.Create(c, "k", []byte("4")); !casConflict(err) {
+		t.Errorf("create of an existing key: %v, not taken for a conflict", err)
+	}
+	cancelled, cancel := context.WithCancel(c)
+	cancel()
+	if _, err = kv.Update(cancelled, "k", []byte("5"), rev+1); err == nil || casConflict(err) {
+		t.Errorf("update never sent: %v, want an error that is no conflict", err)
+	}
 }

@@ -177,7 +177,7 @@ func (d *Directory) renew() {
 		d.confirmed(start)
 		return
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !casConflict(err) {
 		d.log.Debug("lease not renewed", zap.Error(err))
 		return
 	}
