@@ -432,6 +432,14 @@ func (p *proxy) listen(addr string) {
 				continue
 			}
 			p.mu.Lock()
+			if p.l != l {
+				// Cut while this connection was being set up: cut closed
+				// the connections it knew of, not this one.
+				p.mu.Unlock()
+				c.Close()
+				s.Close()
+				return
+			}
 			p.conns[c], p.conns[s] = struct{}{}, struct{}{}
 			p.mu.Unlock()
 			p.wg.Add(2)
