@@ -157,6 +157,7 @@ func TestPartition(t *testing.T) {
 	alice := login(t, n1, "alice")
 	dave := login(t, n1, "dave")
 	bob := login(t, n2, "bob")
+	aliceOut := n1.loggedOut("alice")
 
 	p.cut()
 	for _, u := range []*user{alice, dave} {
@@ -165,6 +166,13 @@ func TestPartition(t *testing.T) {
 		case <-time.After(testWait):
 			t.Fatalf("%s not disconnected by n1's fence", u.name)
 		}
+	}
+	// The client may see its connection end before the server has logged
+	// it out.
+	select {
+	case <-aliceOut:
+	case <-time.After(testWait):
+		t.Fatal("alice not logged out of n1")
 	}
 	if err := n1.reason("alice"); !errors.Is(err, ErrFenced) {
 		t.Errorf("alice's logout reason: %v, want ErrFenced", err)
