@@ -546,7 +546,7 @@ func (d *Directory) handleBatch(m *nats.Msg) {
 		}
 		var peer chat.Peer
 		d.mu.RLock()
-		if u := d.local[string(to)]; u != nil && u.rev == token && !u.leaving {
+		if u := d.local[string(to)]; u.serving() && u.rev == token {
 			peer = u.peer
 		}
 		d.mu.RUnlock()

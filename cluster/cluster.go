@@ -284,6 +284,11 @@ type localUser struct {
 	leaving bool   // its key is being deleted
 }
 
+// serving reports whether u holds its name here: its key is in the bucket
+// and its logout has not started, so messages for the name are its. d.mu
+// is held.
+func (u *localUser) serving() bool { return u != nil && u.rev != 0 && !u.leaving }
+
 // entry is a name in the copy of the bucket.
 type entry struct {
 	node string
@@ -723,7 +728,7 @@ func (d *Directory) Lookup(name []byte) (chat.Peer, bool) {
 		return offlinePeer{errFenced}, true
 	}
 	d.mu.RLock()
-	if u := d.local[string(name)]; u != nil && u.rev != 0 && !u.leaving {
+	if u := d.local[string(name)]; u.serving() {
 		d.mu.RUnlock()
 		return u.peer, true
 	}

@@ -287,7 +287,7 @@ func (d *Directory) reconcile() {
 		}
 	}
 	for name, u := range d.local {
-		if u.rev == 0 || u.leaving {
+		if !u.serving() {
 			continue
 		}
 		if e := d.all[name]; e == nil || e.node != d.cfg.Node || e.rev != u.rev {
