@@ -82,10 +82,15 @@
 // that arrives more than Timeout after it was sent is refused, which
 // assumes the nodes' wall clocks agree within Timeout.
 //
-// With the defaults (DeadAfter 15 s, Margin 1.5 s, Lease 13.5 s, renewals
-// every 1.5 s) a node fences itself after 12 s without a confirmed renewal,
-// which outlasts JetStream's election of a new leader for the bucket (about
-// 10 s at most) when a NATS server dies.
+// With the defaults (DeadAfter 30 s, Margin 3 s, Lease 27 s, renewals
+// every 1.5 s) a node fences itself after 24 s without a confirmed renewal.
+// That outlasts, with room for a loaded machine, JetStream's election of a
+// new leader for the bucket when the NATS server leading it dies: its
+// followers wait 4 to 9 s without a heartbeat (sent every second) before
+// they stand, about 10 s at most in all; a window of 12 s (DeadAfter 15 s)
+// proved too short on a busy CI machine. A shorter DeadAfter frees a dead
+// node's names sooner, and disconnects every user of the cluster when an
+// election outlasts it.
 //
 // # Failures
 //
@@ -142,12 +147,15 @@ import (
 const (
 	DefaultBucket    = "chat_names" // chat_users before names were keyed by skeleton
 	DefaultPrefix    = "chat"
-	DefaultDeadAfter = 15 * time.Second
+	DefaultDeadAfter = 30 * time.Second
 	DefaultTimeout   = 2 * time.Second
 )
 
 // maxNode is the longest node name: a batch gives its length in a byte.
 const maxNode = 255
+
+// maxHeartbeat caps the default Config.Heartbeat.
+const maxHeartbeat = 1500 * time.Millisecond
 
 // Config configures a Directory. The zero value is usable, except that
 // nodes started from one program on one host need distinct Node names.
@@ -188,7 +196,8 @@ type Config struct {
 	Margin time.Duration
 
 	// Heartbeat is how often the node renews its lease, and checks the
-	// others. DeadAfter/10 if zero; at most (Lease − Margin)/2.
+	// others. DeadAfter/10 if zero, 1.5 s at most; it must be at most
+	// (Lease − Margin)/2.
 	Heartbeat time.Duration
 
 	// Timeout bounds each request to NATS. A batch of messages for another
@@ -323,7 +332,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		cfg.Lease = cfg.DeadAfter - cfg.Margin
 	}
 	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = cfg.DeadAfter / 10
+		cfg.Heartbeat = min(cfg.DeadAfter/10, maxHeartbeat)
 	}
 	switch {
 	case cfg.Lease <= cfg.Margin:

@@ -11,9 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// haDeadAfter is long enough for the nodes' leases to outlast JetStream's
-// election of a new leader for the bucket (4 to 9 s after the leader dies).
-const haDeadAfter = 15 * time.Second
+// haDeadAfter is the default, whose lease outlasts JetStream's election of
+// a new leader for the bucket (4 to 9 s after the leader dies, longer on a
+// loaded machine).
+const haDeadAfter = DefaultDeadAfter
 
 // cluster3HA starts three chat nodes, node i connected to NATS server i
 // first, with the bucket on R3 storage.

@@ -208,7 +208,7 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 func startReadmeNode(t *testing.T, name string, args []string) *server {
 	t.Helper()
 	p := startProc(t, name, serverBin, false, args...)
-	deadline := time.After(3 * timeout)
+	deadline := time.After(6 * timeout) // JetStream's elections, on a loaded machine
 	for i := 0; ; i++ {
 		line, ok := p.stderr.waitLine(i, deadline)
 		if !ok {

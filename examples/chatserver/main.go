@@ -294,7 +294,11 @@ func joinCluster(cfg *config, addr net.Addr, log *zap.Logger) (*cluster.Director
 	if cfg.natsCreds != "" {
 		ccfg.Options = append(ccfg.Options, nats.UserCredentials(cfg.natsCreds))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Open waits for JetStream to elect the bucket's leader (a fresh NATS
+	// cluster on a loaded machine can take tens of seconds) and, after a
+	// restart under the same node name, for the previous run's lease to go
+	// unrenewed for -node-dead-after.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.deadAfter+time.Minute)
 	defer cancel()
 	dir, err := cluster.Open(ctx, cfg.natsURL, ccfg)
 	if err != nil {
