@@ -2,9 +2,9 @@ package chat
 
 import (
 	"errors"
-	"maps"
-	"slices"
 	"sync"
+
+	"github.com/seedchat/chat/internal/sortedkeys"
 )
 
 // Errors a Directory returns.
@@ -147,7 +147,7 @@ type MemoryDirectory struct {
 	mu        sync.RWMutex
 	peers     map[string]Peer
 	skeletons map[string]string // Skeleton of each logged-in name → the name
-	sorted    []string          // cache of Names, nil when stale
+	sorted    sortedkeys.Cache  // of peers, for Names
 }
 
 // Login implements Directory. It returns ErrNameTaken if name is logged in,
@@ -168,7 +168,7 @@ func (d *MemoryDirectory) Login(name string, p Peer) error {
 	}
 	d.peers[name] = p
 	d.skeletons[skel] = name
-	d.sorted = nil
+	d.sorted.Reset()
 	return nil
 }
 
@@ -182,7 +182,7 @@ func (d *MemoryDirectory) Logout(name string, p Peer) {
 		if d.skeletons[skel] == name {
 			delete(d.skeletons, skel)
 		}
-		d.sorted = nil
+		d.sorted.Reset()
 	}
 }
 
@@ -197,17 +197,5 @@ func (d *MemoryDirectory) Lookup(name []byte) (Peer, bool) {
 // Names implements Directory. The sorted list is computed once per change
 // of the table, not once per call.
 func (d *MemoryDirectory) Names() []string {
-	d.mu.RLock()
-	names := d.sorted
-	d.mu.RUnlock()
-	if names != nil {
-		return names
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.sorted == nil {
-		d.sorted = slices.AppendSeq(make([]string, 0, len(d.peers)), maps.Keys(d.peers))
-		slices.Sort(d.sorted)
-	}
-	return d.sorted
+	return sortedkeys.Of(&d.sorted, &d.mu, d.peers)
 }

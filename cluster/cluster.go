@@ -128,7 +128,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -141,6 +140,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/internal/sortedkeys"
 )
 
 // Defaults of Config.
@@ -278,7 +278,7 @@ type Directory struct {
 	local   map[string]*localUser // this node's users
 	all     map[string]*entry     // the copy of the bucket, by exact name
 	keys    map[string]string     // the exact name each key of the copy holds
-	sorted  []string              // cache of all's names, nil when stale
+	sorted  sortedkeys.Cache      // of all, for Names
 	applied uint64                // the last revision copied
 	waiters []waiter              // Names calls waiting for a revision
 	leases  map[string]leaseSeen  // the other nodes' leases, from the copy
@@ -349,8 +349,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		cfg.Replicas = 1
 	}
 	if cfg.Node == "" {
-		host, _ := os.Hostname()
-		cfg.Node = SanitizeNode(fmt.Sprintf("%s-%d", host, os.Getpid()))
+		cfg.Node = HostNode(os.Getpid())
 	}
 	if !validToken(cfg.Node) || len(cfg.Node) > maxNode {
 		return nil, fmt.Errorf("cluster: node name %q: use up to %d letters, digits, '-' and '_'", cfg.Node, maxNode)
@@ -499,10 +498,21 @@ func (d *Directory) Online() bool { return d.online.Load() }
 // in here (a Server's Shutdown logs them out first), and closes the NATS
 // connection.
 func (d *Directory) Close() error {
+	d.stop(true)
+	return nil
+}
+
+// abandon leaves without cleaning up, as a node that is killed: tests use
+// it.
+func (d *Directory) abandon() { d.stop(false) }
+
+// stop ends the node's work; clean, it also frees its users' names and its
+// lease, as Close documents.
+func (d *Directory) stop(clean bool) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return nil
+		return
 	}
 	d.closed = true // no more logins
 	left := make(map[string]uint64, len(d.local))
@@ -516,29 +526,12 @@ func (d *Directory) Close() error {
 	d.maint.Wait()
 	d.askers.Wait()
 	d.failAll()
-	if d.online.Swap(false) {
+	if d.online.Swap(false) && clean {
 		for name, rev := range left {
 			d.deleteKey(name, rev)
 		}
 		d.expireLease(d.cfg.Node, d.leaseRev) // a restart need not wait
 	}
-	d.stopWatch()
-	d.nc.Close()
-	d.follows.Wait()
-	return nil
-}
-
-// abandon leaves without cleaning up, as a node that is killed: tests use
-// it.
-func (d *Directory) abandon() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	close(d.done)
-	d.maint.Wait()
-	d.askers.Wait()
-	d.failAll()
-	d.online.Store(false)
 	d.stopWatch()
 	d.nc.Close()
 	d.follows.Wait()
@@ -561,7 +554,7 @@ func (d *Directory) bucket() jetstream.KeyValue {
 	return d.kv
 }
 
-// unavailable is the error of requests refused while the node is offline.
+// errOffline is the error of requests refused while the node is offline.
 var errOffline = fmt.Errorf("%w: not connected to the cluster", chat.ErrUnavailable)
 
 // Login implements chat.Directory: it creates the key of name's skeleton
@@ -808,19 +801,7 @@ func (d *Directory) Names() []string {
 		return d.localNames()
 	}
 	offload(d.catchUp)
-	d.mu.RLock()
-	names := d.sorted
-	d.mu.RUnlock()
-	if names != nil {
-		return names
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.sorted == nil {
-		d.sorted = slices.AppendSeq(make([]string, 0, len(d.all)), maps.Keys(d.all))
-		slices.Sort(d.sorted)
-	}
-	return d.sorted
+	return sortedkeys.Of(&d.sorted, &d.mu, d.all)
 }
 
 func (d *Directory) localNames() []string {
@@ -907,15 +888,16 @@ func parseValue(v []byte) (node, name string, ok bool) {
 	return node, name, ok && validToken(node) && name != ""
 }
 
-// SanitizeNode turns s into a valid node name, replacing what a NATS
-// subject token cannot hold by '-'.
-func SanitizeNode(s string) string {
+// HostNode returns a node name made of the host's name and id (a process
+// id, a port), with '-' for what a NATS subject token cannot hold.
+func HostNode(id int) string {
+	host, _ := os.Hostname()
 	return strings.Map(func(r rune) rune {
 		if tokenRune(r) {
 			return r
 		}
 		return '-'
-	}, s)
+	}, fmt.Sprintf("%s-%d", host, id))
 }
 
 func tokenRune(r rune) bool {

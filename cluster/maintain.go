@@ -162,7 +162,7 @@ func (d *Directory) sync(ctx context.Context) error {
 	d.kv, d.ttl = kv, ttl
 	d.all, d.keys = all, keys
 	d.leases = leases
-	d.sorted = nil
+	d.sorted.Reset()
 	d.applied = applied
 	d.releaseWaiters()
 	d.mu.Unlock()
@@ -240,7 +240,7 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 		// Deleted, or taken over by a lookalike of the same node.
 		delete(d.all, was)
 		delete(d.keys, e.Key())
-		d.sorted = nil
+		d.sorted.Reset()
 	}
 	if !put {
 		return
@@ -249,7 +249,7 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 	d.all[name] = d.newEntry(node, name, e, old)
 	d.keys[e.Key()] = name
 	if old == nil {
-		d.sorted = nil
+		d.sorted.Reset()
 	}
 }
 

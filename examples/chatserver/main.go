@@ -287,8 +287,7 @@ func run(args []string) error {
 func joinCluster(cfg *config, addr net.Addr, log *zap.Logger) (*cluster.Directory, error) {
 	name := cfg.nodeName
 	if name == "" {
-		host, _ := os.Hostname()
-		name = cluster.SanitizeNode(fmt.Sprintf("%s-%d", host, addr.(*net.TCPAddr).Port))
+		name = cluster.HostNode(addr.(*net.TCPAddr).Port)
 	}
 	ccfg := cluster.Config{Node: name, DeadAfter: cfg.deadAfter, Replicas: cfg.natsReplicas, Logger: log.Named("cluster")}
 	if cfg.natsCreds != "" {
