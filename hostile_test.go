@@ -431,7 +431,7 @@ func (e *hostileEnv) check(t *testing.T) {
 	t.Logf("after the attack: %d goroutines (%d before), heap %d KiB (%d before)", goroutines, e.goroutines, heap>>10, e.heap>>10)
 }
 
-// hostileStatsDelta returns how much each failure reason grew.
+// hostileFailureDelta returns how much each failure reason grew.
 func hostileFailureDelta(before, after Stats) map[string]uint64 {
 	d := map[string]uint64{}
 	for k, v := range after.Failures {
