@@ -197,5 +197,5 @@ func (d *MemoryDirectory) Lookup(name []byte) (Peer, bool) {
 // Names implements Directory. The sorted list is computed once per change
 // of the table, not once per call.
 func (d *MemoryDirectory) Names() []string {
-	return sortedkeys.Of(&d.sorted, &d.mu, d.peers)
+	return sortedkeys.Of(&d.sorted, &d.mu, &d.peers)
 }

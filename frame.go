@@ -350,6 +350,13 @@ func (fr *FrameReader) tooLarge(size uint32) error {
 // returned as frames.
 func (fr *FrameReader) Buffered() int { return fr.end - fr.start }
 
+// hasFrame reports whether a whole frame is buffered: whether Next will
+// return without reading.
+func (fr *FrameReader) hasFrame() bool {
+	n := fr.end - fr.start
+	return n >= HeaderSize && uint64(n-HeaderSize) >= uint64(binary.BigEndian.Uint32(fr.buf[fr.start:]))
+}
+
 // fill makes at least n unconsumed bytes available in fr.buf[fr.start:fr.end].
 func (fr *FrameReader) fill(n int) error {
 	if fr.max < 0 {

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -17,6 +18,21 @@ var (
 	// ErrPeerGone reports a message for a connection that is closing.
 	ErrPeerGone = errors.New("chat: recipient connection closed")
 )
+
+// # Slow consumers
+//
+// A client that reads too slowly meets three rules, all in this file. A
+// message relayed to it that would take its queue past QueueSize bytes is
+// refused (Deliver, ErrQueueFull): its sender gets Failure, counted as
+// queue_full, and the client loses nothing it was told of. Its own
+// replies are owed, so they are queued beyond the limit, but its reader
+// stops reading requests while the queue is past the limit, or while
+// MaxPending replies wait for other servers (waitRoom), so a client that
+// does not read its replies stops being served rather than growing its
+// queue. And a write that makes no progress for WriteTimeout (each write
+// that takes some bytes gets a new deadline) fails the connection: the
+// client is a slow consumer, ErrSlowConsumer ends the connection and what
+// was queued is dropped (ending.go).
 
 // outbox is the bounded outgoing queue of one connection. Frames are encoded
 // straight into its buffer, and everything queued is written in one call, so
@@ -533,7 +549,7 @@ func (o *outbox) Evict(reason error) {
 		return
 	}
 	if o.onFail != nil {
-		o.onFail(&evictError{reason})
+		o.onFail(fmt.Errorf("%w: %w", ErrEvicted, reason))
 	}
 	o.closeLocked()
 }

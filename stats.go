@@ -2,40 +2,6 @@ package chat
 
 import "sync/atomic"
 
-// FailureReason says why a request was answered Failure.
-type FailureReason uint8
-
-// The reasons for Failure.
-const (
-	FailNotLoggedIn     FailureReason = iota // sendto or logout before login
-	FailAlreadyLoggedIn                      // login on a connection already logged in
-	FailNameTaken                            // login with a name logged in elsewhere
-	FailBadName                              // login with a name that breaks the rules
-	FailBadText                              // sendto with a text that breaks the rules
-	FailNoRecipient                          // sendto to a name not logged in
-	FailQueueFull                            // the recipient's queue is full or closing
-	FailVetoed                               // refused by AllowLogin or AllowMessage
-	FailListTooLarge                         // the list would not fit in one frame
-	FailRateLimited                          // the connection sent too many requests
-	FailUnavailable                          // the Directory could not carry it out (ErrUnavailable)
-	FailLookalike                            // login with a name that looks like a logged-in one (ErrNameLookalike)
-	numFailureReasons
-)
-
-var failureNames = [numFailureReasons]string{
-	"not_logged_in", "already_logged_in", "name_taken", "bad_name", "bad_text",
-	"no_recipient", "queue_full", "vetoed", "list_too_large", "rate_limited",
-	"unavailable", "lookalike",
-}
-
-// String returns the reason's name, in snake case as metrics label it.
-func (r FailureReason) String() string {
-	if r < numFailureReasons {
-		return failureNames[r]
-	}
-	return "unknown"
-}
-
 // The frame kinds counted, in and out.
 const (
 	inLogin = iota
@@ -116,8 +82,9 @@ type Stats struct {
 
 // serverCounters are the server-wide events, rare enough for one set.
 type serverCounters struct {
-	accepted, refused, slow, floods, timedOut, tooLarge atomic.Uint64
-	users                                               atomic.Int64
+	accepted, refused atomic.Uint64
+	ended             [numEndedCounts]atomic.Uint64 // by ending.count
+	users             atomic.Int64
 }
 
 // Stats returns a snapshot of the server's counters and gauges. It is safe
@@ -137,10 +104,10 @@ func (s *Server) Stats() Stats {
 		Users:          int(s.events.users.Load()),
 		ConnsAccepted:  s.events.accepted.Load(),
 		ConnsRefused:   s.events.refused.Load(),
-		SlowConsumers:  s.events.slow.Load(),
-		FloodsDropped:  s.events.floods.Load(),
-		TimedOut:       s.events.timedOut.Load(),
-		FramesTooLarge: s.events.tooLarge.Load(),
+		SlowConsumers:  s.events.ended[endedSlow].Load(),
+		FloodsDropped:  s.events.ended[endedFlooding].Load(),
+		TimedOut:       s.events.ended[endedTimedOut].Load(),
+		FramesTooLarge: s.events.ended[endedTooLarge].Load(),
 		FramesIn:       make(map[string]uint64, numIn),
 		FramesOut:      make(map[string]uint64, numOut),
 		Failures:       make(map[string]uint64, numFailureReasons),

@@ -801,7 +801,7 @@ func (d *Directory) Names() []string {
 		return d.localNames()
 	}
 	offload(d.catchUp)
-	return sortedkeys.Of(&d.sorted, &d.mu, d.all)
+	return sortedkeys.Of(&d.sorted, &d.mu, &d.all)
 }
 
 func (d *Directory) localNames() []string {

@@ -19,10 +19,10 @@ type Cache struct {
 // whenever a key is added or removed.
 func (c *Cache) Reset() { c.keys = nil }
 
-// Of returns m's keys in byte order, from c unless a Reset came since they
-// were sorted. mu guards m and c; Of takes it. The slice is shared: callers
-// must not change it.
-func Of[V any](c *Cache, mu *sync.RWMutex, m map[string]V) []string {
+// Of returns the keys of *m in byte order, from c unless a Reset came since
+// they were sorted. mu guards *m (the map may be replaced) and c; Of takes
+// it. The slice is shared: callers must not change it.
+func Of[V any](c *Cache, mu *sync.RWMutex, m *map[string]V) []string {
 	mu.RLock()
 	keys := c.keys
 	mu.RUnlock()
@@ -32,7 +32,7 @@ func Of[V any](c *Cache, mu *sync.RWMutex, m map[string]V) []string {
 	mu.Lock()
 	defer mu.Unlock()
 	if c.keys == nil {
-		c.keys = slices.AppendSeq(make([]string, 0, len(m)), maps.Keys(m))
+		c.keys = slices.AppendSeq(make([]string, 0, len(*m)), maps.Keys(*m))
 		slices.Sort(c.keys)
 	}
 	return c.keys
