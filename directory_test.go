@@ -813,8 +813,9 @@ func TestDirectoryEvict(t *testing.T) {
 	})
 }
 
-// TestDirectoryEvictServeConn: ServeConn, called directly, returns an error
-// wrapping the reason the Directory evicted the connection's user for.
+// TestDirectoryEvictServeConn: ServeConn, called directly, returns
+// ErrEvicted wrapping the reason the Directory evicted the connection's
+// user for.
 func TestDirectoryEvictServeConn(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
@@ -834,8 +835,8 @@ func TestDirectoryEvictServeConn(t *testing.T) {
 	d.peer(t, "bob").(Evicter).Evict(reason)
 	select {
 	case err := <-served:
-		if !errors.Is(err, reason) || !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("ServeConn returned %v, want the eviction's reason", err)
+		if !errors.Is(err, reason) || !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrEvicted) {
+			t.Fatalf("ServeConn returned %v, want ErrEvicted wrapping the eviction's reason", err)
 		}
 	case <-ctx.Done():
 		t.Fatal("ServeConn did not return after the eviction")
