@@ -164,46 +164,28 @@ func (s *Server) init() {
 	})
 }
 
-func (s *Server) maxFrameSize() int {
-	if s.MaxFrameSize > 0 {
-		return s.MaxFrameSize
+// positive returns v, or def if v is not positive: a field's zero value
+// means its default.
+func positive[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return DefaultMaxFrameSize
+	return def
 }
 
-func (s *Server) queueSize() int {
-	if s.QueueSize > 0 {
-		return s.QueueSize
-	}
-	return DefaultQueueSize
-}
+func (s *Server) maxFrameSize() int           { return positive(s.MaxFrameSize, DefaultMaxFrameSize) }
+func (s *Server) queueSize() int              { return positive(s.QueueSize, DefaultQueueSize) }
+func (s *Server) writeTimeout() time.Duration { return positive(s.WriteTimeout, DefaultWriteTimeout) }
+func (s *Server) maxPending() int             { return positive(s.MaxPending, DefaultMaxPending) }
+func (s *Server) floodLimit() int             { return positive(s.FloodLimit, DefaultFloodLimit) }
 
-func (s *Server) writeTimeout() time.Duration {
-	if s.WriteTimeout > 0 {
-		return s.WriteTimeout
-	}
-	return DefaultWriteTimeout
-}
-
+// frameTimeout is FrameTimeout, whose zero value means the default and a
+// negative one none.
 func (s *Server) frameTimeout() time.Duration {
 	if s.FrameTimeout == 0 {
 		return DefaultFrameTimeout
 	}
 	return max(s.FrameTimeout, 0)
-}
-
-func (s *Server) maxPending() int {
-	if s.MaxPending > 0 {
-		return s.MaxPending
-	}
-	return DefaultMaxPending
-}
-
-func (s *Server) floodLimit() int {
-	if s.FloodLimit > 0 {
-		return s.FloodLimit
-	}
-	return DefaultFloodLimit
 }
 
 // newLimiter returns the rate limiter of a new connection, or nil.

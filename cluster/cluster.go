@@ -703,18 +703,7 @@ var markerTTL = time.Minute
 // deleteKey deletes the key of name's skeleton if its revision is still
 // rev.
 func (d *Directory) deleteKey(name string, rev uint64) bool {
-	d.mu.RLock()
-	kv, ttl := d.kv, d.ttl
-	d.mu.RUnlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
-	var err error
-	if ttl {
-		err = kv.Purge(ctx, key(name), jetstream.LastRevision(rev), jetstream.PurgeTTL(markerTTL))
-	} else {
-		err = kv.Delete(ctx, key(name), jetstream.LastRevision(rev))
-	}
-	if err != nil {
+	if err := d.deleteKeyRaw(key(name), rev); err != nil {
 		d.log.Debug("name not deleted", zap.String("name", name), zap.Uint64("revision", rev), zap.Error(err))
 		return false
 	}

@@ -145,18 +145,10 @@ func (d *Directory) confirmed(start time.Time) {
 
 // renewLoop renews the lease every Heartbeat until Close.
 func (d *Directory) renewLoop() {
-	defer d.maint.Done()
-	t := time.NewTicker(d.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.done:
-			return
-		case <-t.C:
-		}
+	d.every(nil, func() {
 		d.leaseValid() // fences an expired lease, even with no traffic
 		d.renew()
-	}
+	})
 }
 
 // renew renews the lease once, or takes it again after it was lost.

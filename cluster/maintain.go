@@ -20,25 +20,16 @@ type watch struct {
 	stopped atomic.Bool
 }
 
-// maintain is the goroutine that keeps the node in the cluster: it frees
-// the names of dead nodes, checks this node's names against the bucket, and
-// brings the node back online after NATS comes back. Another goroutine
-// renews the lease (lease.go).
+// maintain is the goroutine that keeps the node in the cluster: every
+// Heartbeat, and when poked, it frees the names of dead nodes, checks this
+// node's names against the bucket, and brings the node back online after
+// NATS comes back. Another goroutine renews the lease (lease.go).
 func (d *Directory) maintain() {
-	defer d.maint.Done()
-	t := time.NewTicker(d.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.done:
-			return
-		case <-d.poke:
-		case <-t.C:
-		}
+	d.every(d.poke, func() {
 		d.checkLate()
 		if !d.nc.IsConnected() {
 			d.online.Store(false)
-			continue
+			return
 		}
 		if !d.online.Load() {
 			ctx, cancel := d.ctx()
@@ -46,13 +37,30 @@ func (d *Directory) maintain() {
 			cancel()
 			if err != nil {
 				d.log.Warn("rejoining the cluster", zap.Error(err))
-				continue
+				return
 			}
 			d.log.Info("back online")
 		}
 		d.reapDead()
 		d.reconcile()
 		d.forgetOutcomes()
+	})
+}
+
+// every calls f every Heartbeat, and whenever poke has a value, until
+// Close; it is the body of a maintenance goroutine.
+func (d *Directory) every(poke <-chan struct{}, f func()) {
+	defer d.maint.Done()
+	t := time.NewTicker(d.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-poke:
+		case <-t.C:
+		}
+		f()
 	}
 }
 

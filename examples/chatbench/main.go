@@ -38,7 +38,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -46,6 +45,7 @@ import (
 	"syscall"
 
 	"github.com/seedchat/chat/bench"
+	"github.com/seedchat/chat/internal/cmdline"
 )
 
 func main() {
@@ -90,16 +90,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "at the end, how long to wait for the replies and messages still in flight; what has not arrived by then counts as ok_undelivered")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	fs.BoolVar(&quiet, "q", false, "no progress lines")
-	fs.Usage = func() {
-		io.WriteString(fs.Output(), usageHead)
-		fs.PrintDefaults()
-	}
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
-			fs.Usage()
-		}
+	if err := cmdline.Parse(fs, usageHead, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

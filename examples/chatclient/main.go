@@ -25,8 +25,10 @@ import (
 	"time"
 
 	"github.com/chzyer/readline"
-	"github.com/seedchat/chat"
 	"golang.org/x/term"
+
+	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/internal/cmdline"
 )
 
 func main() {
@@ -54,16 +56,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "present the client certificate in `FILE` (PEM; needs -tls-key; implies -tls)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "the private key of -tls-cert, in `FILE` (PEM)")
 	fs.DurationVar(&c.timeout, "connect-timeout", 10*time.Second, "give up connecting after this long")
-	fs.Usage = func() {
-		io.WriteString(fs.Output(), usageHead)
-		fs.PrintDefaults()
-	}
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
-			fs.Usage()
-		}
+	if err := cmdline.Parse(fs, usageHead, args); err != nil {
 		return nil, err
 	}
 	host, port := "127.0.0.1", "9000"

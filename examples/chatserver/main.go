@@ -34,13 +34,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/term"
+
 	"github.com/seedchat/chat"
 	"github.com/seedchat/chat/chatprom"
 	"github.com/seedchat/chat/chatws"
 	"github.com/seedchat/chat/cluster"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"golang.org/x/term"
+	"github.com/seedchat/chat/internal/cmdline"
 )
 
 func main() {
@@ -123,16 +125,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.nodeName, "node-name", "", "this server's `NAME` in the cluster, unique in it (default: host name and listening port)")
 	fs.DurationVar(&c.deadAfter, "node-dead-after", cluster.DefaultDeadAfter, "free the names of a cluster node whose lease has not been renewed for this long; a node that cannot renew its own for 8/10 of it disconnects its users")
 	fs.IntVar(&c.natsReplicas, "nats-replicas", 1, "the copies JetStream keeps of the cluster's table of users, when the first node creates it (3 for a cluster of three NATS servers)")
-	fs.Usage = func() {
-		io.WriteString(fs.Output(), usageHead)
-		fs.PrintDefaults()
-	}
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
-			fs.Usage()
-		}
+	if err := cmdline.Parse(fs, usageHead, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
