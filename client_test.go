@@ -1,7 +1,7 @@
 package chat
 
 // The Client against a real Server (over net.Pipe and loopback TCP, see
-// forEachTransport in server_test.go) and against a fake server scripted
+// forEachTransport in helpers_test.go) and against a fake server scripted
 // with the Append functions and a FrameReader, which controls every reply.
 
 import (
@@ -20,12 +20,6 @@ import (
 	"testing"
 	"time"
 )
-
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // inbox collects the messages a Client receives.
 type inbox struct{ ch chan Message }
@@ -158,7 +152,7 @@ func TestClientValidates(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.SendTo(ctx, "bob", strings.Repeat("€", MaxTextLen)) }()
 	if f := srv.next(); f.Type != TypeSendTo || string(f.Name) != "bob" || len(f.Text) != 3*MaxTextLen {
-		t.Fatalf("the server got %.40s", hostileDescribe(f))
+		t.Fatalf("the server got %.40s", describe(f))
 	}
 	srv.send(AppendResponse(nil, ResultOK))
 	if err := <-done; err != nil {
@@ -501,7 +495,7 @@ func TestClientProtocolErrorFailsPending(t *testing.T) {
 	}
 	for range n {
 		if f := srv.next(); f.Type != TypeLogout {
-			t.Fatalf("the server got %s", hostileDescribe(f))
+			t.Fatalf("the server got %s", describe(f))
 		}
 	}
 	var out []byte
@@ -775,16 +769,7 @@ func TestDialTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}})
-	srv := &Server{}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(tl) }()
-	defer func() {
-		srv.Close()
-		if err := <-served; err != ErrServerClosed {
-			t.Errorf("Serve: %v, want ErrServerClosed", err)
-		}
-	}()
+	serveListener(t, &Server{}, tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*cert}}))
 	ctx := testCtx(t)
 	config := &tls.Config{RootCAs: ca.pool, ServerName: "localhost"}
 	in := newInbox()

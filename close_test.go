@@ -13,9 +13,8 @@ import (
 // closeTrial is one server on a loopback listener and one raw client
 // connected to it, for the tests of how the server closes a connection.
 type closeTrial struct {
-	srv    *Server
-	served chan error
-	nc     interface {
+	*tcpServer
+	nc interface {
 		net.Conn
 		closeWriter
 	}
@@ -46,11 +45,9 @@ func startCloseTrial(t *testing.T, srv *Server, tlsCfg *closeTLS) *closeTrial {
 	if tlsCfg != nil {
 		l = tls.NewListener(l, tlsCfg.server)
 	}
-	ct := &closeTrial{srv: srv, served: make(chan error, 1)}
-	go func() { ct.served <- srv.Serve(l) }()
-	nc, err := net.DialTimeout("tcp", l.Addr().String(), testTimeout)
+	ct := &closeTrial{tcpServer: serveListener(t, srv, l)}
+	nc, err := net.DialTimeout("tcp", ct.addr, testTimeout)
 	if err != nil {
-		srv.Close()
 		t.Fatal(err)
 	}
 	nc.SetDeadline(time.Now().Add(testTimeout))
@@ -62,19 +59,12 @@ func startCloseTrial(t *testing.T, srv *Server, tlsCfg *closeTLS) *closeTrial {
 	return ct
 }
 
-// stop closes the client's end and the server, and waits for Serve.
+// stop closes the client's end and the server, and waits for Serve, so
+// that a trial's server is gone before the next one's starts.
 func (ct *closeTrial) stop(t *testing.T) {
 	t.Helper()
 	ct.nc.Close()
-	ct.srv.Close()
-	select {
-	case err := <-ct.served:
-		if err != ErrServerClosed {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	case <-time.After(testTimeout):
-		t.Fatal("Serve did not return")
-	}
+	ct.tcpServer.stop(t)
 }
 
 // readToEnd reads frames until the connection ends, and returns them and
@@ -184,7 +174,7 @@ func TestFrameTooLargeBodySent(t *testing.T) {
 	for range 3 {
 		batch = AppendList(batch)
 	}
-	batch = append(batch, hostileHeader(64<<10)...)
+	batch = append(batch, header(64<<10)...)
 	batch = append(batch, make([]byte, 64<<10)...)
 	for i := range trials {
 		ct := startCloseTrial(t, &Server{MaxFrameSize: 1024}, nil)
@@ -194,7 +184,7 @@ func TestFrameTooLargeBodySent(t *testing.T) {
 		frames, err := ct.readToEnd()
 		var got []string
 		for _, f := range frames {
-			got = append(got, hostileDescribe(f))
+			got = append(got, describe(f))
 		}
 		if err != io.EOF || len(got) != 4 || got[3] != "RESPONSE Malformed packet" {
 			t.Errorf("trial %d: received %q, then %v; want 3 lists, Malformed packet and EOF", i, got, err)

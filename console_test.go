@@ -2,7 +2,6 @@ package chat
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -34,7 +33,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 // waitFor waits until the buffer contains want.
 func (b *syncBuffer) waitFor(t *testing.T, want string) {
 	t.Helper()
-	timeout := time.After(10 * time.Second)
+	timeout := time.After(testTimeout)
 	for {
 		b.mu.Lock()
 		if strings.Contains(b.buf.String(), want) {
@@ -84,14 +83,8 @@ func (r *consoleRig) attach() (*Console, *Client, *syncBuffer) {
 	return con, c, out
 }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestConsoleScript(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testCtx(t)
 	rig := newConsoleRig(t)
 
 	// bob is logged in through the library, so that alice has someone to
@@ -173,7 +166,7 @@ func TestConsoleScript(t *testing.T) {
 // included, reaches the terminal escaped. This server refuses such names,
 // so a scripted server sends them, as a server of another make could.
 func TestConsolePrintsMessagesEscaped(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testCtx(t)
 	out := &syncBuffer{}
 	con := NewConsole(out)
 	c, srv := fakeServer(t, OnMessage(con.PrintMessage))
@@ -198,7 +191,7 @@ func TestConsolePrintsMessagesEscaped(t *testing.T) {
 }
 
 func TestConsoleEndsWhenServerCloses(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testCtx(t)
 	srv := &Server{}
 	out := &syncBuffer{}
 	con := NewConsole(out)
@@ -232,7 +225,7 @@ func TestConsoleEndsWhenServerCloses(t *testing.T) {
 }
 
 func TestConsoleOverlongLines(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testCtx(t)
 	rig := newConsoleRig(t)
 	con, c, out := rig.attach()
 	script := "login x\n" +
@@ -267,7 +260,7 @@ func TestLineReader(t *testing.T) {
 }
 
 func TestConsoleComplete(t *testing.T) {
-	ctx := testContext(t)
+	ctx := testCtx(t)
 	rig := newConsoleRig(t)
 	con, c, _ := rig.attach()
 	_, other, _ := rig.attach()

@@ -7,7 +7,6 @@ package chat
 // users it evicts.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -473,7 +472,7 @@ func (r *dirRemote) delivered() []Message {
 // exactly want.
 func dirExpectFailures(t *testing.T, what string, srv *Server, before Stats, want map[string]uint64) {
 	t.Helper()
-	got := hostileFailureDelta(before, srv.Stats())
+	got := failureDelta(before, srv.Stats())
 	if len(got) != len(want) {
 		t.Fatalf("%s: failures counted %v, want %v", what, got, want)
 	}
@@ -694,12 +693,12 @@ func TestDirectoryFlushBeforeRemoteCall(t *testing.T) {
 					if err != nil {
 						t.Fatalf("reply %d, while %q waits: %v (not written before the call)", i+1, tc.gate, err)
 					}
-					if got := hostileDescribe(f); got != want {
+					if got := describe(f); got != want {
 						t.Fatalf("reply %d: %s, want %s", i+1, got, want)
 					}
 				}
 				g.open()
-				if got := hostileDescribe(r.next()); got != tc.after {
+				if got := describe(r.next()); got != tc.after {
 					t.Fatalf("reply to the held request: %s, want %s", got, tc.after)
 				}
 				if g.expired.Load() {
@@ -818,8 +817,7 @@ func TestDirectoryEvict(t *testing.T) {
 // user for.
 func TestDirectoryEvictServeConn(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 	d := &dirFake{}
 	srv := &Server{Directory: d}
 	defer srv.Close()

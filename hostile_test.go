@@ -8,16 +8,15 @@ package chat
 // and a newcomer log in, list and chat normally, and that the server's
 // goroutines and heap are back near where they started.
 //
-// The helpers here (hostileServe, hostileRaw, hostileEnv, ...) are shared
-// with limits_test.go, stats_test.go and stress_test.go.
+// The attacks' environment here (hostileEnv, hostileLogin, ...) is shared
+// with limits_test.go and protocol_test.go; the raw client, serveTCP and the
+// rest are in helpers_test.go.
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -31,249 +30,11 @@ import (
 	"time"
 )
 
-// hostileTimeout bounds every single wait of these tests: a read, a reply,
-// a condition polled for. It is generous for a loaded machine running the
-// race detector and is never reached when the server behaves.
-const hostileTimeout = 10 * time.Second
-
 // Bounds on what an attack may leave behind once its connections are gone.
 const (
 	hostileGoroutineSlack = 20
 	hostileHeapSlack      = 32 << 20
 )
-
-// hostileServer is a Server serving a loopback listener for one test.
-type hostileServer struct {
-	srv    *Server
-	addr   string
-	served chan error // Serve's result
-}
-
-// hostileServe serves srv on a new listener on 127.0.0.1 until the test
-// ends, and then checks that Close made Serve return ErrServerClosed.
-func hostileServe(t *testing.T, srv *Server) *hostileServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hostileServeListener(t, srv, l)
-}
-
-// hostileServeListener is hostileServe on a listener of the caller's.
-func hostileServeListener(t *testing.T, srv *Server, l net.Listener) *hostileServer {
-	t.Helper()
-	hs := &hostileServer{srv: srv, addr: l.Addr().String(), served: make(chan error, 1)}
-	go func() { hs.served <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		srv.Close()
-		select {
-		case err := <-hs.served:
-			if !errors.Is(err, ErrServerClosed) {
-				t.Errorf("Serve returned %v, want ErrServerClosed", err)
-			}
-		case <-time.After(hostileTimeout):
-			t.Errorf("Serve did not return after Close")
-		}
-	})
-	return hs
-}
-
-// stillServing fails the test if Serve has returned.
-func (hs *hostileServer) stillServing(t *testing.T) {
-	t.Helper()
-	select {
-	case err := <-hs.served:
-		hs.served <- err // for the cleanup
-		t.Fatalf("Serve returned during the test: %v", err)
-	default:
-	}
-}
-
-// waitConns waits until the server holds exactly n connections.
-func (hs *hostileServer) waitConns(t *testing.T, n int) {
-	t.Helper()
-	hostileEventually(t, fmt.Sprintf("the server to hold %d connections", n), func() bool {
-		return hs.srv.Stats().Conns == n
-	})
-}
-
-// hostileEventually polls cond on a short ticker until it holds, for use
-// only where no event tells when it does; it fails the test after
-// hostileTimeout.
-func hostileEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	if cond() {
-		return
-	}
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	timeout := time.After(hostileTimeout)
-	for {
-		select {
-		case <-tick.C:
-			if cond() {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// hostileCtx returns a context bounding a test's requests.
-func hostileCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// hostileIsTimeout reports whether err is a read or write deadline.
-func hostileIsTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// hostileFrame returns a frame with the given body and a length field that
-// matches it.
-func hostileFrame(body ...byte) []byte {
-	return append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)
-}
-
-// hostileHeader returns a bare length field.
-func hostileHeader(length uint32) []byte {
-	return binary.BigEndian.AppendUint32(nil, length)
-}
-
-// hostileRaw is a client that speaks raw frames and validates nothing.
-type hostileRaw struct {
-	nc *net.TCPConn
-	fr *FrameReader
-}
-
-func hostileTryDialRaw(addr string, d *net.Dialer) (*hostileRaw, error) {
-	if d == nil {
-		d = &net.Dialer{}
-	}
-	d.Timeout = hostileTimeout
-	nc, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return &hostileRaw{nc: nc.(*net.TCPConn), fr: NewFrameReader(nc, 0)}, nil
-}
-
-// hostileDialRaw connects a raw client, closed when the test ends.
-func hostileDialRaw(t *testing.T, addr string) *hostileRaw {
-	t.Helper()
-	r, err := hostileTryDialRaw(addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.nc.Close() })
-	return r
-}
-
-func (r *hostileRaw) send(b []byte) error {
-	r.nc.SetWriteDeadline(time.Now().Add(hostileTimeout))
-	_, err := r.nc.Write(b)
-	return err
-}
-
-// next reads the next frame; its slices are valid until the next call.
-func (r *hostileRaw) next() (Frame, error) {
-	r.nc.SetReadDeadline(time.Now().Add(hostileTimeout))
-	return r.fr.Next()
-}
-
-func (r *hostileRaw) mustSend(t *testing.T, b []byte) {
-	t.Helper()
-	if err := r.send(b); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-// expectResult reads a frame that must be a RESPONSE with result want.
-func (r *hostileRaw) expectResult(t *testing.T, what string, want Result) {
-	t.Helper()
-	f, err := r.next()
-	switch {
-	case err != nil:
-		t.Fatalf("%s: reading the reply: %v", what, err)
-	case f.Type != TypeResponse:
-		t.Fatalf("%s: got %v, want RESPONSE %v", what, f.Type, want)
-	case f.Result != want:
-		t.Fatalf("%s: got %v, want %v", what, f.Result, want)
-	}
-}
-
-// expectNames reads a frame that must be a LIST, and returns its names.
-func (r *hostileRaw) expectNames(t *testing.T, what string) []string {
-	t.Helper()
-	f, err := r.next()
-	if err != nil {
-		t.Fatalf("%s: reading the reply: %v", what, err)
-	}
-	if f.Type != TypeNames {
-		t.Fatalf("%s: got %v %v, want LIST", what, f.Type, f.Result)
-	}
-	return hostileNames(f.Names)
-}
-
-func hostileNames(payload []byte) []string {
-	names := []string{}
-	for rest := payload; len(rest) > 0; {
-		var name []byte
-		name, rest, _ = NextName(rest)
-		names = append(names, string(name))
-	}
-	return names
-}
-
-// readToEnd reads frames until the connection ends, and returns their
-// descriptions and the error that ended it, which is never a timeout: the
-// test fails if the server does not close the connection.
-func (r *hostileRaw) readToEnd(t *testing.T, what string) ([]string, error) {
-	t.Helper()
-	var got []string
-	for {
-		f, err := r.next()
-		if err != nil {
-			if hostileIsTimeout(err) {
-				t.Fatalf("%s: the server did not close the connection (read %q so far)", what, got)
-			}
-			return got, err
-		}
-		got = append(got, hostileDescribe(f))
-	}
-}
-
-// expectEOF reads frames until the connection ends, which must be a clean
-// end of stream after exactly the frames want.
-func (r *hostileRaw) expectEOF(t *testing.T, what string, want ...string) {
-	t.Helper()
-	got, err := r.readToEnd(t, what)
-	if !errors.Is(err, io.EOF) {
-		t.Errorf("%s: connection ended with %v, want EOF", what, err)
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("%s: got frames %q before EOF, want %q", what, got, want)
-	}
-}
-
-// hostileDescribe names a frame for comparisons: "RESPONSE Success",
-// "LIST alice bob", "SENDTO alice: hi".
-func hostileDescribe(f Frame) string {
-	switch f.Type {
-	case TypeResponse:
-		return "RESPONSE " + f.Result.String()
-	case TypeNames:
-		return strings.Join(append([]string{"LIST"}, hostileNames(f.Names)...), " ")
-	case TypeMessage:
-		return fmt.Sprintf("SENDTO %s: %s", f.Name, f.Text)
-	}
-	return f.Type.String()
-}
 
 // hostileUser is a well-behaved client, logged in, that keeps the messages
 // it receives.
@@ -290,7 +51,7 @@ func hostileLogin(t *testing.T, addr, name string, opts ...Option) *hostileUser 
 	t.Helper()
 	u := &hostileUser{name: name, msgs: make(chan Message, 64)}
 	opts = append(opts, OnMessage(func(m Message) { u.msgs <- m }))
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	var err error
 	for range 5 {
 		var c *Client
@@ -314,7 +75,7 @@ func hostileLogin(t *testing.T, addr, name string, opts ...Option) *hostileUser 
 // sendTo sends a message that must be answered Success.
 func (u *hostileUser) sendTo(t *testing.T, to, text string) {
 	t.Helper()
-	if err := u.c.SendTo(hostileCtx(t), to, text); err != nil {
+	if err := u.c.SendTo(testCtx(t), to, text); err != nil {
 		t.Fatalf("%s: sendto %s: %v", u.name, to, err)
 	}
 }
@@ -327,7 +88,7 @@ func (u *hostileUser) expectMessage(t *testing.T, from, text string) {
 		if m.From != from || m.Text != text {
 			t.Fatalf("%s received %q from %s, want %q from %s", u.name, hostileShort(m.Text), m.From, hostileShort(text), from)
 		}
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatalf("%s never received %q from %s", u.name, hostileShort(text), from)
 	}
 }
@@ -335,7 +96,7 @@ func (u *hostileUser) expectMessage(t *testing.T, from, text string) {
 // expectList lists, and the names must be want.
 func (u *hostileUser) expectList(t *testing.T, want ...string) {
 	t.Helper()
-	names, err := u.c.List(hostileCtx(t))
+	names, err := u.c.List(testCtx(t))
 	if err != nil {
 		t.Fatalf("%s: list: %v", u.name, err)
 	}
@@ -354,7 +115,7 @@ func hostileShort(s string) string {
 // hostileEnv is a server under attack with its two well-behaved users and
 // the resources it used before the attack.
 type hostileEnv struct {
-	*hostileServer
+	*tcpServer
 	alice, bob *hostileUser
 	goroutines int
 	heap       uint64
@@ -363,7 +124,7 @@ type hostileEnv struct {
 // hostileNewEnv serves srv, logs alice and bob in and takes the baseline.
 func hostileNewEnv(t *testing.T, srv *Server) *hostileEnv {
 	t.Helper()
-	e := &hostileEnv{hostileServer: hostileServe(t, srv)}
+	e := &hostileEnv{tcpServer: serveTCP(t, srv)}
 	e.alice = hostileLogin(t, e.addr, "alice")
 	e.bob = hostileLogin(t, e.addr, "bob")
 	e.goroutines, e.heap = hostileResources()
@@ -411,7 +172,7 @@ func (e *hostileEnv) check(t *testing.T) {
 	goroutines, heap := hostileResources()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for deadline := time.After(hostileTimeout); goroutines > e.goroutines+hostileGoroutineSlack || heap > e.heap+hostileHeapSlack; {
+	for deadline := time.After(testTimeout); goroutines > e.goroutines+hostileGoroutineSlack || heap > e.heap+hostileHeapSlack; {
 		select {
 		case <-tick.C:
 			goroutines, heap = hostileResources()
@@ -429,17 +190,6 @@ func (e *hostileEnv) check(t *testing.T) {
 		t.Errorf("heap in use: %d KiB after the attack, %d KiB before", heap>>10, e.heap>>10)
 	}
 	t.Logf("after the attack: %d goroutines (%d before), heap %d KiB (%d before)", goroutines, e.goroutines, heap>>10, e.heap>>10)
-}
-
-// hostileFailureDelta returns how much each failure reason grew.
-func hostileFailureDelta(before, after Stats) map[string]uint64 {
-	d := map[string]uint64{}
-	for k, v := range after.Failures {
-		if v != before.Failures[k] {
-			d[k] = v - before.Failures[k]
-		}
-	}
-	return d
 }
 
 // TestHostileRandomBytes sprays random bytes at the server on many
@@ -468,7 +218,7 @@ func TestHostileRandomBytes(t *testing.T) {
 		}
 	}
 	st := e.srv.Stats()
-	t.Logf("frames in %v, too large %d, failures %v", st.FramesIn, st.FramesTooLarge, hostileFailureDelta(Stats{}, st))
+	t.Logf("frames in %v, too large %d, failures %v", st.FramesIn, st.FramesTooLarge, failureDelta(Stats{}, st))
 	e.check(t)
 }
 
@@ -476,11 +226,11 @@ func TestHostileRandomBytes(t *testing.T) {
 // answers until it closes the connection. Every frame it sends must be well
 // formed.
 func hostileNoise(addr string, rng *rand.Rand) error {
-	r, err := hostileTryDialRaw(addr, nil)
+	r, err := tryDialRaw(nil, addr, nil)
 	if err != nil {
 		return err
 	}
-	defer r.nc.Close()
+	defer r.c.Close()
 	junk := make([]byte, 1024+rng.IntN(16<<10))
 	for i := range junk {
 		junk[i] = byte(rng.Uint32())
@@ -489,13 +239,13 @@ func hostileNoise(addr string, rng *rand.Rand) error {
 		junk[0] = 0 // a length the server accepts, for once
 	}
 	// The server may close the connection before reading it all.
-	if err := r.send(junk); err == nil {
-		r.nc.CloseWrite()
+	if err := r.trySend(junk); err == nil {
+		r.closeWrite()
 	}
 	for n := 0; ; n++ {
-		f, err := r.next()
+		f, err := r.tryNext()
 		if err != nil {
-			if hostileIsTimeout(err) || errors.Is(err, ErrMalformedFrame) || errors.Is(err, ErrFrameTooLarge) {
+			if isTimeout(err) || errors.Is(err, ErrMalformedFrame) || errors.Is(err, ErrFrameTooLarge) {
 				return fmt.Errorf("noise: after %d frames from the server: %w", n, err)
 			}
 			return nil
@@ -509,11 +259,11 @@ func hostileNoise(addr string, rng *rand.Rand) error {
 // hostileFramedNoise sends frames of random bodies, with a valid length
 // and often a valid type code, and checks that each gets exactly one reply.
 func hostileFramedNoise(addr string, rng *rand.Rand) error {
-	r, err := hostileTryDialRaw(addr, nil)
+	r, err := tryDialRaw(nil, addr, nil)
 	if err != nil {
 		return err
 	}
-	defer r.nc.Close()
+	defer r.c.Close()
 	codes := []byte{0x01, 0x01, 0x02, 0x03, 0x03, 0x04, 0x81, 0x82, 0x83}
 	n := 100 + rng.IntN(200)
 	var out []byte
@@ -528,13 +278,13 @@ func hostileFramedNoise(addr string, rng *rand.Rand) error {
 				body[1] = byte(rng.IntN(len(body))) // a name length that fits
 			}
 		}
-		out = append(out, hostileFrame(body...)...)
+		out = append(out, withBody(body...)...)
 	}
-	if err := r.send(out); err != nil {
+	if err := r.trySend(out); err != nil {
 		return fmt.Errorf("framed noise: %w", err)
 	}
 	for replies := 0; replies < n; {
-		f, err := r.next()
+		f, err := r.tryNext()
 		if err != nil {
 			return fmt.Errorf("framed noise: %d replies to %d frames, then %w", replies, n, err)
 		}
@@ -564,26 +314,26 @@ func TestHostileTruncatedFrames(t *testing.T) {
 	}
 	for _, fr := range frames {
 		for cut := 1; cut < len(fr.frame); cut++ {
-			r := hostileDialRaw(t, e.addr)
-			r.mustSend(t, fr.frame[:cut])
-			r.nc.CloseWrite()
-			r.expectEOF(t, fmt.Sprintf("%s cut after %d of %d bytes", fr.name, cut, len(fr.frame)))
-			r.nc.Close()
+			r := dialRaw(t, e.addr)
+			r.send(fr.frame[:cut])
+			r.closeWrite()
+			r.expectEnd(fmt.Sprintf("%s cut after %d of %d bytes", fr.name, cut, len(fr.frame)))
+			r.c.Close()
 		}
 	}
 
 	// Complete requests, then a truncated one: whatever replies get out are
 	// the right ones, nothing is delivered, and the login does not outlive
 	// the connection.
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var b []byte
 	b = AppendLogin(b, "trunc")
 	b = AppendList(b)
 	partial := AppendSendTo(nil, "alice", "never delivered")
 	b = append(b, partial[:len(partial)-3]...)
-	r.mustSend(t, b)
-	r.nc.CloseWrite()
-	got, err := r.readToEnd(t, "complete frames then a truncated one")
+	r.send(b)
+	r.closeWrite()
+	got, err := r.readToEnd("complete frames then a truncated one")
 	if want := []string{"RESPONSE Success", "LIST alice bob trunc"}; !slices.Equal(got, want[:min(len(got), 2)]) || len(got) > 2 {
 		t.Errorf("replies %q, want a prefix of %q", got, want)
 	}
@@ -596,19 +346,19 @@ func TestHostileTruncatedFrames(t *testing.T) {
 func TestHostileFrameTooLarge(t *testing.T) {
 	e := hostileNewEnv(t, &Server{})
 	for _, length := range []uint32{DefaultMaxFrameSize + 1, 16 << 20, 0x7fffffff, 0xffffffff} {
-		r := hostileDialRaw(t, e.addr)
-		r.mustSend(t, hostileHeader(length))
-		r.expectEOF(t, fmt.Sprintf("length %#x", length), "RESPONSE Malformed packet")
+		r := dialRaw(t, e.addr)
+		r.send(header(length))
+		r.expectEnd(fmt.Sprintf("length %#x", length), "RESPONSE Malformed packet")
 	}
 
 	// A logged-in user announcing a huge frame and sending part of it is
 	// closed and logged out; the bytes it had sent after the length field
 	// are never read, so the server's close may reach it as a reset.
-	r := hostileDialRaw(t, e.addr)
-	r.mustSend(t, AppendLogin(nil, "huge"))
-	r.expectResult(t, "login huge", ResultOK)
-	r.send(append(hostileHeader(0x40000000), make([]byte, 256<<10)...))
-	got, err := r.readToEnd(t, "length 1 GiB with 256 KiB of body")
+	r := dialRaw(t, e.addr)
+	r.send(AppendLogin(nil, "huge"))
+	r.expect(ResultOK, "login huge")
+	r.trySend(append(header(0x40000000), make([]byte, 256<<10)...))
+	got, err := r.readToEnd("length 1 GiB with 256 KiB of body")
 	if len(got) > 1 || len(got) == 1 && got[0] != "RESPONSE Malformed packet" {
 		t.Errorf("length 1 GiB with a body: got %q, want at most a malformed packet", got)
 	}
@@ -619,14 +369,14 @@ func TestHostileFrameTooLarge(t *testing.T) {
 	}
 
 	// The largest frame accepted is accepted.
-	big := hostileDialRaw(t, e.addr)
+	big := dialRaw(t, e.addr)
 	body := append([]byte{byte(TypeSendTo), 5}, "alice"...)
 	body = append(body, bytes.Repeat([]byte{'x'}, DefaultMaxFrameSize-len(body))...)
-	big.mustSend(t, AppendLogin(nil, "big"))
-	big.mustSend(t, hostileFrame(body...))
-	big.expectResult(t, "login big", ResultOK)
-	big.expectResult(t, "sendto with a body of exactly the limit", ResultFailure) // the text is too long
-	big.nc.Close()
+	big.send(AppendLogin(nil, "big"))
+	big.send(withBody(body...))
+	big.expect(ResultOK, "login big")
+	big.expect(ResultFailure, "sendto with a body of exactly the limit") // the text is too long
+	big.c.Close()
 	e.check(t)
 }
 
@@ -639,47 +389,47 @@ func TestHostileUnknownTypes(t *testing.T) {
 		name  string
 		frame []byte
 	}{
-		{"empty body", hostileFrame()},
-		{"type 0x00", hostileFrame(0x00)},
-		{"type 0x05", hostileFrame(0x05, 1, 'a')},
-		{"type 0x7f", hostileFrame(0x7f)},
-		{"type 0x80", hostileFrame(0x80)},
-		{"type 0x84", hostileFrame(0x84, 0)},
-		{"type 0xff", hostileFrame(0xff, 0xff, 0xff)},
+		{"empty body", withBody()},
+		{"type 0x00", withBody(0x00)},
+		{"type 0x05", withBody(0x05, 1, 'a')},
+		{"type 0x7f", withBody(0x7f)},
+		{"type 0x80", withBody(0x80)},
+		{"type 0x84", withBody(0x84, 0)},
+		{"type 0xff", withBody(0xff, 0xff, 0xff)},
 		{"RESPONSE", AppendResponse(nil, ResultOK)},
 		{"LIST", AppendNames(nil, []string{"alice", "eve"})},
 		{"SENDTO", AppendMessage(nil, "alice", []byte("forged"))},
-		{"list with a payload", hostileFrame(byte(TypeList), 0)},
-		{"logout with a payload", hostileFrame(byte(TypeLogout), 'x')},
-		{"login without a name length", hostileFrame(byte(TypeLogin))},
-		{"login with a name length beyond the body", hostileFrame(byte(TypeLogin), 9, 'e', 'v', 'e')},
-		{"login with bytes after the name", hostileFrame(byte(TypeLogin), 3, 'e', 'v', 'e', '!')},
-		{"sendto without a name length", hostileFrame(byte(TypeSendTo))},
-		{"sendto with a name length beyond the body", hostileFrame(byte(TypeSendTo), 200, 'b', 'o', 'b')},
+		{"list with a payload", withBody(byte(TypeList), 0)},
+		{"logout with a payload", withBody(byte(TypeLogout), 'x')},
+		{"login without a name length", withBody(byte(TypeLogin))},
+		{"login with a name length beyond the body", withBody(byte(TypeLogin), 9, 'e', 'v', 'e')},
+		{"login with bytes after the name", withBody(byte(TypeLogin), 3, 'e', 'v', 'e', '!')},
+		{"sendto without a name length", withBody(byte(TypeSendTo))},
+		{"sendto with a name length beyond the body", withBody(byte(TypeSendTo), 200, 'b', 'o', 'b')},
 	}
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var all []byte
 	for _, c := range cases {
 		all = append(all, c.frame...)
 	}
-	r.mustSend(t, all) // pipelined: the replies must come in order
+	r.send(all) // pipelined: the replies must come in order
 	for _, c := range cases {
-		r.expectResult(t, c.name, ResultMalformed)
+		r.expect(ResultMalformed, c.name)
 	}
 	// Still in step and usable.
-	r.mustSend(t, AppendList(nil))
-	if names := r.expectNames(t, "list after the malformed frames"); !slices.Equal(names, []string{"alice", "bob"}) {
+	r.send(AppendList(nil))
+	if names := r.names("list after the malformed frames"); !slices.Equal(names, []string{"alice", "bob"}) {
 		t.Errorf("list = %q", names)
 	}
-	r.mustSend(t, AppendLogin(nil, "typo"))
-	r.expectResult(t, "login after the malformed frames", ResultOK)
-	r.mustSend(t, AppendSendTo(nil, "alice", "sorry"))
-	r.expectResult(t, "sendto after the malformed frames", ResultOK)
+	r.send(AppendLogin(nil, "typo"))
+	r.expect(ResultOK, "login after the malformed frames")
+	r.send(AppendSendTo(nil, "alice", "sorry"))
+	r.expect(ResultOK, "sendto after the malformed frames")
 	e.alice.expectMessage(t, "typo", "sorry")
 	if n := e.srv.Stats().FramesIn["malformed"]; n != uint64(len(cases)) {
 		t.Errorf(`Stats().FramesIn["malformed"] = %d, want %d`, n, len(cases))
 	}
-	r.nc.Close()
+	r.c.Close()
 	e.check(t)
 }
 
@@ -689,7 +439,7 @@ func TestHostileUnknownTypes(t *testing.T) {
 // Failure and the connection stays usable; the longest valid ones pass.
 func TestHostileBadNamesAndTexts(t *testing.T) {
 	e := hostileNewEnv(t, &Server{})
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	before := e.srv.Stats()
 
 	badNames := []struct{ why, name string }{
@@ -716,22 +466,22 @@ func TestHostileBadNamesAndTexts(t *testing.T) {
 		{"255 bytes", strings.Repeat("n", 255)},
 	}
 	for _, c := range badNames {
-		r.mustSend(t, AppendLogin(nil, c.name))
-		r.expectResult(t, "login with a name with "+c.why, ResultFailure)
+		r.send(AppendLogin(nil, c.name))
+		r.expect(ResultFailure, "login with a name with "+c.why)
 	}
 	for _, name := range []string{strings.Repeat("é", 20), strings.Repeat("𠀀", 20), "ünïcødé"} {
-		r.mustSend(t, AppendLogin(nil, name))
-		r.expectResult(t, fmt.Sprintf("login %q", name), ResultOK)
-		r.mustSend(t, AppendLogout(nil))
-		r.expectResult(t, "logout", ResultOK)
+		r.send(AppendLogin(nil, name))
+		r.expect(ResultOK, fmt.Sprintf("login %q", name))
+		r.send(AppendLogout(nil))
+		r.expect(ResultOK, "logout")
 	}
 
-	r.mustSend(t, AppendLogin(nil, "mallory"))
-	r.expectResult(t, "login mallory", ResultOK)
-	r.mustSend(t, AppendSendTo(nil, "abcdefghijklmnopqrstu", "to a name too long"))
-	r.expectResult(t, "sendto a 21-character name", ResultFailure)
-	r.mustSend(t, AppendSendTo(nil, "al ice", "to a name with a space"))
-	r.expectResult(t, "sendto a name with a space", ResultFailure)
+	r.send(AppendLogin(nil, "mallory"))
+	r.expect(ResultOK, "login mallory")
+	r.send(AppendSendTo(nil, "abcdefghijklmnopqrstu", "to a name too long"))
+	r.expect(ResultFailure, "sendto a 21-character name")
+	r.send(AppendSendTo(nil, "al ice", "to a name with a space"))
+	r.expect(ResultFailure, "sendto a name with a space")
 
 	badTexts := []struct{ why, text string }{
 		{"invalid UTF-8", "\xff"},
@@ -743,24 +493,24 @@ func TestHostileBadNamesAndTexts(t *testing.T) {
 		{"65535 characters and an invalid byte", strings.Repeat("a", MaxTextLen) + "\xff"},
 	}
 	for _, c := range badTexts {
-		r.mustSend(t, AppendSendTo(nil, "alice", c.text))
-		r.expectResult(t, "sendto a text of "+c.why, ResultFailure)
+		r.send(AppendSendTo(nil, "alice", c.text))
+		r.expect(ResultFailure, "sendto a text of "+c.why)
 	}
 
 	// The longest texts are relayed whole, and so are control characters
 	// (escaping them is for whoever prints them).
 	for _, text := range []string{strings.Repeat("a", MaxTextLen), strings.Repeat("😀", MaxTextLen), "\x1b[2J\x00\u202e"} {
-		r.mustSend(t, AppendSendTo(nil, "alice", text))
-		r.expectResult(t, "sendto alice "+hostileShort(text), ResultOK)
+		r.send(AppendSendTo(nil, "alice", text))
+		r.expect(ResultOK, "sendto alice "+hostileShort(text))
 		e.alice.expectMessage(t, "mallory", text)
 	}
 
 	after := e.srv.Stats()
 	want := map[string]uint64{"bad_name": uint64(len(badNames)), "bad_text": uint64(len(badTexts)), "no_recipient": 2}
-	if got := hostileFailureDelta(before, after); !maps.Equal(got, want) {
+	if got := failureDelta(before, after); !maps.Equal(got, want) {
 		t.Errorf("failures by reason %v, want %v", got, want)
 	}
-	r.nc.Close()
+	r.c.Close()
 	e.check(t)
 }
 
@@ -771,9 +521,9 @@ func TestHostileSameNameRace(t *testing.T) {
 	const conns, rounds = 256, 3
 	login := AppendLogin(nil, "contested")
 	for round := range rounds {
-		raws := make([]*hostileRaw, conns)
+		raws := make([]*raw, conns)
 		for i := range raws {
-			raws[i] = hostileDialRaw(t, e.addr)
+			raws[i] = dialRaw(t, e.addr)
 		}
 		start := make(chan struct{})
 		var wins, losses atomic.Int32
@@ -781,11 +531,11 @@ func TestHostileSameNameRace(t *testing.T) {
 		for _, r := range raws {
 			wg.Go(func() {
 				<-start
-				if err := r.send(login); err != nil {
+				if err := r.trySend(login); err != nil {
 					t.Errorf("write: %v", err)
 					return
 				}
-				f, err := r.next()
+				f, err := r.tryNext()
 				switch {
 				case err != nil:
 					t.Errorf("reading the reply to login: %v", err)
@@ -794,7 +544,7 @@ func TestHostileSameNameRace(t *testing.T) {
 				case f.Type == TypeResponse && f.Result == ResultFailure:
 					losses.Add(1)
 				default:
-					t.Errorf("reply to login: %s", hostileDescribe(f))
+					t.Errorf("reply to login: %s", describe(f))
 				}
 			})
 		}
@@ -805,7 +555,7 @@ func TestHostileSameNameRace(t *testing.T) {
 		}
 		e.alice.expectList(t, "alice", "bob", "contested")
 		for _, r := range raws {
-			r.nc.Close()
+			r.c.Close()
 		}
 		e.waitConns(t, 2)
 		e.alice.expectList(t, "alice", "bob") // the winner was logged out
@@ -829,7 +579,7 @@ func TestHostileLoginLogoutStorm(t *testing.T) {
 	e := hostileNewEnv(t, srv)
 	const workers, rounds, seed = 24, 25, 0x570a3
 	pool := []string{"storm0", "storm1", "storm2", "storm3", "storm4", "storm5"}
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	var wg sync.WaitGroup
 	for w := range workers {
 		rng := rand.New(rand.NewPCG(seed, uint64(w)))
@@ -850,7 +600,7 @@ func TestHostileLoginLogoutStorm(t *testing.T) {
 	if in, out := logins.Load(), logouts.Load(); in-out != 2 {
 		t.Errorf("OnLogin called %d times and OnLogout %d: %d still logged in, want 2", in, out, in-out)
 	}
-	t.Logf("%d logins during the storm; failures %v", logins.Load(), hostileFailureDelta(Stats{}, e.srv.Stats()))
+	t.Logf("%d logins during the storm; failures %v", logins.Load(), failureDelta(Stats{}, e.srv.Stats()))
 	e.check(t)
 }
 
@@ -913,7 +663,7 @@ func hostileStorm(ctx context.Context, addr string, rng *rand.Rand, pool []strin
 func TestHostileSendToLeaving(t *testing.T) {
 	e := hostileNewEnv(t, &Server{})
 	const recipients, senders, sends, seed = 6, 6, 150, 0x1ea7e
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 
 	type recipient struct {
 		name     string
@@ -1088,21 +838,21 @@ func TestHostileDisconnectMidFrame(t *testing.T) {
 		if reset {
 			name = "reset"
 		}
-		r := hostileDialRaw(t, e.addr)
-		r.mustSend(t, AppendLogin(nil, name))
-		r.expectResult(t, "login "+name, ResultOK)
+		r := dialRaw(t, e.addr)
+		r.send(AppendLogin(nil, name))
+		r.expect(ResultOK, "login "+name)
 		frame := AppendSendTo(nil, "alice", "you will never read this")
-		r.mustSend(t, frame[:len(frame)/2])
+		r.send(frame[:len(frame)/2])
 		if reset {
-			r.nc.SetLinger(0)
+			r.c.(*net.TCPConn).SetLinger(0)
 		}
-		r.nc.Close()
+		r.c.Close()
 		select {
 		case got := <-gone:
 			if got != name {
 				t.Errorf("%s logged out, want %s", got, name)
 			}
-		case <-time.After(hostileTimeout):
+		case <-time.After(testTimeout):
 			t.Fatalf("%s was never logged out", name)
 		}
 	}
@@ -1119,15 +869,15 @@ func TestHostileCloseAfterSend(t *testing.T) {
 		}
 	}}
 	e := hostileNewEnv(t, srv)
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var b []byte
 	b = AppendLogin(b, "hitrun")
 	b = AppendSendTo(b, "alice", "parting shot")
 	b = AppendList(b)
 	b = AppendSendTo(b, "bob", "bye")
 	b = AppendLogout(b)
-	r.mustSend(t, b)
-	r.nc.Close()
+	r.send(b)
+	r.c.Close()
 	e.alice.expectMessage(t, "hitrun", "parting shot")
 	e.bob.expectMessage(t, "hitrun", "bye")
 	select {
@@ -1135,7 +885,7 @@ func TestHostileCloseAfterSend(t *testing.T) {
 		if name != "hitrun" {
 			t.Errorf("%s logged out, want hitrun", name)
 		}
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("hitrun was never logged out")
 	}
 	e.check(t)

@@ -162,7 +162,7 @@ func identityPresent(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
 // dial connects a Client presenting cert, if not nil.
 func (is *identityServer) dial(t *testing.T, cert *tls.Certificate) *Client {
 	t.Helper()
-	c, err := Dial(hostileCtx(t), is.addr, WithTLS(identityPresent(is.roots, cert)))
+	c, err := Dial(testCtx(t), is.addr, WithTLS(identityPresent(is.roots, cert)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,12 +177,12 @@ func (is *identityServer) dial(t *testing.T, cert *tls.Certificate) *Client {
 // with an error that want accepts, and nobody logs in.
 func (is *identityServer) refused(t *testing.T, what string, maxVersion uint16, cert *tls.Certificate, want func(error) bool) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", is.addr, hostileTimeout)
+	nc, err := net.DialTimeout("tcp", is.addr, testTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(hostileTimeout))
+	nc.SetDeadline(time.Now().Add(testTimeout))
 	cfg := identityPresent(is.roots, cert)
 	cfg.MaxVersion = maxVersion
 	tc := tls.Client(nc, cfg)
@@ -196,7 +196,7 @@ func (is *identityServer) refused(t *testing.T, what string, maxVersion uint16, 
 			_, err = tc.Read(make([]byte, 64))
 		}
 	}
-	if err == nil || hostileIsTimeout(err) || errors.Is(err, io.EOF) {
+	if err == nil || isTimeout(err) || errors.Is(err, io.EOF) {
 		t.Errorf("%s: the client saw %v, want a TLS alert", what, err)
 	}
 	select {
@@ -204,7 +204,7 @@ func (is *identityServer) refused(t *testing.T, what string, maxVersion uint16, 
 		if !want(err) {
 			t.Errorf("%s: the server ended the connection with %v", what, err)
 		}
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatalf("%s: the server never ended the connection", what)
 	}
 	select {
@@ -226,7 +226,7 @@ func TestMutualTLSCertifiedLogin(t *testing.T) {
 		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	})
 	is := identityServe(t, MutualTLSConfig(*serverCert, ca.pool), ca.pool, CertifiedLogin)
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	login := func(c *Client, who, name string, ok bool) {
 		t.Helper()
 		err := c.Login(ctx, name)
@@ -301,7 +301,7 @@ func TestMutualTLSCertifiedLogin(t *testing.T) {
 	// alice: bob, Alice; bob: 5 names; carol: 1; alice2: 1 name taken.
 	st := is.srv.Stats()
 	if st.Failures[FailVetoed.String()] != 8 || st.Failures[FailNameTaken.String()] != 1 {
-		t.Errorf("failures %v; want 8 vetoed and 1 name_taken", hostileFailureDelta(Stats{}, st))
+		t.Errorf("failures %v; want 8 vetoed and 1 name_taken", failureDelta(Stats{}, st))
 	}
 }
 
@@ -326,7 +326,7 @@ func TestCertifiedLoginUnverified(t *testing.T) {
 	})
 	self := identityNewCA(t, "self-made") // not trusted by the server
 	c := is.dial(t, self.client(t, "alice"))
-	if err := c.Login(hostileCtx(t), "alice"); !errors.Is(err, ErrFailure) {
+	if err := c.Login(testCtx(t), "alice"); !errors.Is(err, ErrFailure) {
 		t.Errorf("login with an unverified certificate: %v, want Failure", err)
 	}
 	if err := <-refusals; !errors.Is(err, ErrNotCertified) {
@@ -358,7 +358,7 @@ func TestCertifiedLoginBadNames(t *testing.T) {
 		c.DNSNames = bad[1:]
 		c.EmailAddresses = []string{"frank@example.org"}
 	}))
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	for _, name := range bad {
 		if err := c.Login(ctx, name); !errors.Is(err, ErrBadUsername) {
 			t.Errorf("login %+q: %v, want Bad username from the client", name, err)

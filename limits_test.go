@@ -25,7 +25,7 @@ import (
 // they are answered once complete, and other clients are served meanwhile.
 func TestLimitsSlowlorisDribble(t *testing.T) {
 	e := hostileNewEnv(t, &Server{FrameTimeout: -1})
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var b []byte
 	b = AppendLogin(b, "slowpoke")
 	b = AppendList(b)
@@ -34,9 +34,9 @@ func TestLimitsSlowlorisDribble(t *testing.T) {
 	// Alice and bob are idle, so every byte the server reads is ours.
 	want := e.srv.Stats().BytesIn
 	for i := range b {
-		r.mustSend(t, b[i:i+1])
+		r.send(b[i : i+1])
 		want++
-		hostileEventually(t, fmt.Sprintf("the server to read byte %d", i), func() bool {
+		eventually(t, fmt.Sprintf("the server to read byte %d", i), func() bool {
 			return e.srv.Stats().BytesIn >= want
 		})
 		if i == len(b)/2 {
@@ -46,13 +46,13 @@ func TestLimitsSlowlorisDribble(t *testing.T) {
 			want += uint64(len(AppendList(nil)))
 		}
 	}
-	r.expectResult(t, "dribbled login", ResultOK)
-	if names := r.expectNames(t, "dribbled list"); !slices.Equal(names, []string{"alice", "bob", "slowpoke"}) {
+	r.expect(ResultOK, "dribbled login")
+	if names := r.names("dribbled list"); !slices.Equal(names, []string{"alice", "bob", "slowpoke"}) {
 		t.Errorf("list = %q", names)
 	}
-	r.expectResult(t, "dribbled sendto", ResultOK)
+	r.expect(ResultOK, "dribbled sendto")
 	e.alice.expectMessage(t, "slowpoke", "dribbled")
-	r.nc.Close()
+	r.c.Close()
 	e.check(t)
 }
 
@@ -72,10 +72,10 @@ func TestLimitsFrameTimeout(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for _, c := range cases {
-		r := hostileDialRaw(t, e.addr)
-		r.mustSend(t, c.partial)
+		r := dialRaw(t, e.addr)
+		r.send(c.partial)
 		wg.Go(func() {
-			got, err := r.readToEnd(t, c.name)
+			got, err := r.readToEnd(c.name)
 			want := []string{}
 			if strings.HasPrefix(c.name, "a complete list") {
 				want = []string{"LIST alice bob"}
@@ -98,38 +98,38 @@ func TestLimitsFrameTimeout(t *testing.T) {
 // all the while, are unaffected.
 func TestLimitsLoginTimeout(t *testing.T) {
 	e := hostileNewEnv(t, &Server{LoginTimeout: 300 * time.Millisecond})
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	var wg sync.WaitGroup
 	const idle = 10
 	for i := range idle {
-		r := hostileDialRaw(t, e.addr)
+		r := dialRaw(t, e.addr)
 		if i == 0 {
-			r.mustSend(t, AppendLogin(nil, "late")[:3])
+			r.send(AppendLogin(nil, "late")[:3])
 		}
 		wg.Go(func() {
-			got, err := r.readToEnd(t, "idle connection")
+			got, err := r.readToEnd("idle connection")
 			if len(got) > 0 || !errors.Is(err, io.EOF) {
 				t.Errorf("idle connection: got %q then %v, want EOF", got, err)
 			}
 		})
 	}
 	// A connection that keeps listing but never logs in.
-	lister := hostileDialRaw(t, e.addr)
+	lister := dialRaw(t, e.addr)
 	wg.Go(func() {
 		lists := 0
 		for {
-			if err := lister.send(AppendList(nil)); err != nil {
+			if err := lister.trySend(AppendList(nil)); err != nil {
 				break // closed under us
 			}
-			f, err := lister.next()
+			f, err := lister.tryNext()
 			if err != nil {
-				if hostileIsTimeout(err) {
+				if isTimeout(err) {
 					t.Errorf("lister: %v", err)
 				}
 				break
 			}
 			if f.Type != TypeNames {
-				t.Errorf("lister: got %s", hostileDescribe(f))
+				t.Errorf("lister: got %s", describe(f))
 			}
 			lists++
 		}
@@ -147,7 +147,7 @@ func TestLimitsLoginTimeout(t *testing.T) {
 		if err := leaver.c.Err(); !errors.Is(err, ErrClosed) {
 			t.Errorf("leaver: connection ended with %v", err)
 		}
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Error("the connection that logged out was never closed")
 	}
 	wg.Wait()
@@ -174,13 +174,13 @@ func TestLimitsSlowConsumer(t *testing.T) {
 		},
 	}
 	e := hostileNewEnv(t, srv)
-	sink := hostileDialRaw(t, e.addr)
-	sink.mustSend(t, AppendLogin(nil, "sink"))
-	sink.expectResult(t, "login sink", ResultOK)
+	sink := dialRaw(t, e.addr)
+	sink.send(AppendLogin(nil, "sink"))
+	sink.expect(ResultOK, "login sink")
 	// From here on the sink reads nothing.
 
 	text := strings.Repeat("x", 60_000)
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	stop := make(chan struct{})
 	stopPushers := sync.OnceFunc(func() { close(stop) })
 	firstFailure := make(chan struct{})
@@ -215,7 +215,7 @@ func TestLimitsSlowConsumer(t *testing.T) {
 
 	select {
 	case <-firstFailure:
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatalf("no sendto to the stalled sink failed (%d succeeded)", sent.Load())
 	}
 	// The sink's queue is full: the server holds a bounded amount for it,
@@ -231,7 +231,7 @@ func TestLimitsSlowConsumer(t *testing.T) {
 		if !errors.Is(err, ErrSlowConsumer) {
 			t.Errorf("the sink was logged out with %v, want %v", err, ErrSlowConsumer)
 		}
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("the stalled sink was never dropped")
 	}
 	stopPushers()
@@ -244,8 +244,8 @@ func TestLimitsSlowConsumer(t *testing.T) {
 	if st.SlowConsumers != 1 || st.Failures["queue_full"] == 0 {
 		t.Errorf("Stats(): SlowConsumers %d, queue_full failures %d; want 1 and some", st.SlowConsumers, st.Failures["queue_full"])
 	}
-	t.Logf("%d messages of 60 KB queued for the sink, %d refused; failures %v", sent.Load(), refused.Load(), hostileFailureDelta(Stats{}, st))
-	sink.nc.Close()
+	t.Logf("%d messages of 60 KB queued for the sink, %d refused; failures %v", sent.Load(), refused.Load(), failureDelta(Stats{}, st))
+	sink.c.Close()
 	e.check(t)
 }
 
@@ -255,33 +255,41 @@ func TestLimitsSlowConsumer(t *testing.T) {
 func TestLimitsMaxConns(t *testing.T) {
 	const maxConns, extra = 6, 5
 	e := hostileNewEnv(t, &Server{MaxConns: maxConns})
-	held := make([]*hostileRaw, maxConns-2) // alice and bob hold two
-	for i := range held {
-		held[i] = hostileDialRaw(t, e.addr)
-		held[i].mustSend(t, AppendList(nil))
-		held[i].expectNames(t, "list on an accepted connection")
-	}
+	held := limitsHold(t, e, maxConns-2) // alice and bob hold two
 	limitsExpectRefused(t, e, extra, nil)
 	for i, r := range held {
-		r.mustSend(t, AppendLogin(nil, fmt.Sprintf("held%d", i)))
-		r.expectResult(t, "login on an accepted connection", ResultOK)
+		r.send(AppendLogin(nil, fmt.Sprintf("held%d", i)))
+		r.expect(ResultOK, "login on an accepted connection")
 	}
 	e.alice.expectList(t, "alice", "bob", "held0", "held1", "held2", "held3")
 
-	held[0].nc.Close()
+	held[0].c.Close()
 	e.waitConns(t, maxConns-1)
-	again := hostileDialRaw(t, e.addr)
-	again.mustSend(t, AppendList(nil))
-	if names := again.expectNames(t, "list on a freed slot"); !slices.Equal(names, []string{"alice", "bob", "held1", "held2", "held3"}) {
+	again := dialRaw(t, e.addr)
+	again.send(AppendList(nil))
+	if names := again.names("list on a freed slot"); !slices.Equal(names, []string{"alice", "bob", "held1", "held2", "held3"}) {
 		t.Errorf("list = %q", names)
 	}
 	if st := e.srv.Stats(); st.ConnsRefused != extra {
 		t.Errorf("Stats().ConnsRefused = %d, want %d", st.ConnsRefused, extra)
 	}
 	for _, r := range append(held, again) {
-		r.nc.Close()
+		r.c.Close()
 	}
 	e.check(t)
+}
+
+// limitsHold opens n connections, each of which must be accepted: it
+// answers a list.
+func limitsHold(t *testing.T, e *hostileEnv, n int) []*raw {
+	t.Helper()
+	held := make([]*raw, n)
+	for i := range held {
+		held[i] = dialRaw(t, e.addr)
+		held[i].send(AppendList(nil))
+		held[i].names("list on an accepted connection")
+	}
+	return held
 }
 
 // limitsExpectRefused opens n connections, with dialer d if not nil, and
@@ -290,15 +298,15 @@ func limitsExpectRefused(t *testing.T, e *hostileEnv, n int, d *net.Dialer) {
 	t.Helper()
 	conns := e.srv.Stats().Conns
 	for i := range n {
-		r, err := hostileTryDialRaw(e.addr, d)
+		r, err := tryDialRaw(t, e.addr, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := r.readToEnd(t, "a connection beyond the limit")
+		got, err := r.readToEnd("a connection beyond the limit")
 		if len(got) > 0 || !errors.Is(err, io.EOF) {
 			t.Errorf("connection %d beyond the limit: got %q then %v, want EOF", i, got, err)
 		}
-		r.nc.Close()
+		r.c.Close()
 	}
 	if c := e.srv.Stats().Conns; c != conns {
 		t.Errorf("Stats().Conns = %d after the refusals, was %d", c, conns)
@@ -311,48 +319,43 @@ func limitsExpectRefused(t *testing.T, e *hostileEnv, n int, d *net.Dialer) {
 func TestLimitsMaxConnsPerIP(t *testing.T) {
 	const perIP, extra = 4, 3
 	e := hostileNewEnv(t, &Server{MaxConnsPerIP: perIP})
-	held := make([]*hostileRaw, perIP-2) // alice and bob hold two
-	for i := range held {
-		held[i] = hostileDialRaw(t, e.addr)
-		held[i].mustSend(t, AppendList(nil))
-		held[i].expectNames(t, "list on an accepted connection")
-	}
+	held := limitsHold(t, e, perIP-2) // alice and bob hold two
 	limitsExpectRefused(t, e, extra, nil)
 	for _, r := range held {
-		r.mustSend(t, AppendList(nil))
-		r.expectNames(t, "list after the refusals")
+		r.send(AppendList(nil))
+		r.names("list after the refusals")
 	}
 	refused := uint64(extra)
 
 	// Another loopback address has its own allowance. (127.0.0.2 is
 	// loopback on Linux; elsewhere it may not be configured.)
 	other := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	if r, err := hostileTryDialRaw(e.addr, other); err != nil {
+	if r, err := tryDialRaw(t, e.addr, other); err != nil {
 		t.Logf("no connection from 127.0.0.2 (%v); skipping that part", err)
 	} else {
-		others := []*hostileRaw{r}
+		others := []*raw{r}
 		for range perIP - 1 {
-			r, err := hostileTryDialRaw(e.addr, other)
+			r, err := tryDialRaw(t, e.addr, other)
 			if err != nil {
 				t.Fatal(err)
 			}
 			others = append(others, r)
 		}
 		for _, r := range others {
-			r.mustSend(t, AppendList(nil))
-			r.expectNames(t, "list from 127.0.0.2")
+			r.send(AppendList(nil))
+			r.names("list from 127.0.0.2")
 		}
 		limitsExpectRefused(t, e, 1, other)
 		refused++
 		for _, r := range others {
-			r.nc.Close()
+			r.c.Close()
 		}
 	}
 	if st := e.srv.Stats(); st.ConnsRefused != refused {
 		t.Errorf("Stats().ConnsRefused = %d, want %d", st.ConnsRefused, refused)
 	}
 	for _, r := range held {
-		r.nc.Close()
+		r.c.Close()
 	}
 	e.check(t)
 }
@@ -364,15 +367,15 @@ func TestLimitsRateBurst(t *testing.T) {
 	e := hostileNewEnv(t, &Server{RateLimit: 10, RateBurst: 5})
 	before := e.srv.Stats()
 	const burst = 50
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var b []byte
 	for range burst {
 		b = AppendList(b)
 	}
-	r.mustSend(t, b)
+	r.send(b)
 	var lists, failures int
 	for i := range burst {
-		f, err := r.next()
+		f, err := r.tryNext()
 		switch {
 		case err != nil:
 			t.Fatalf("reply %d of %d: %v", i+1, burst, err)
@@ -381,25 +384,25 @@ func TestLimitsRateBurst(t *testing.T) {
 		case f.Type == TypeResponse && f.Result == ResultFailure:
 			failures++
 		default:
-			t.Fatalf("reply %d: %s", i+1, hostileDescribe(f))
+			t.Fatalf("reply %d: %s", i+1, describe(f))
 		}
 	}
 	if lists < 5 || failures == 0 {
 		t.Errorf("%d lists answered and %d refused; want at least the burst of 5 answered and some refused", lists, failures)
 	}
 	after := e.srv.Stats()
-	if got := hostileFailureDelta(before, after); got["rate_limited"] != uint64(failures) || len(got) != 1 {
+	if got := failureDelta(before, after); got["rate_limited"] != uint64(failures) || len(got) != 1 {
 		t.Errorf("failures by reason %v, want rate_limited: %d", got, failures)
 	}
 	// Still open: the next request is answered, one way or the other.
-	r.mustSend(t, AppendList(nil))
-	if f, err := r.next(); err != nil {
+	r.send(AppendList(nil))
+	if f, err := r.tryNext(); err != nil {
 		t.Errorf("after the burst: %v", err)
-	} else if d := hostileDescribe(f); d != "RESPONSE Failure" && !strings.HasPrefix(d, "LIST") {
+	} else if d := describe(f); d != "RESPONSE Failure" && !strings.HasPrefix(d, "LIST") {
 		t.Errorf("after the burst: %s", d)
 	}
 	t.Logf("a burst of %d: %d answered, %d refused", burst, lists, failures)
-	r.nc.Close()
+	r.c.Close()
 	e.check(t)
 }
 
@@ -407,7 +410,7 @@ func TestLimitsRateBurst(t *testing.T) {
 // refusals in a row the server closes the connection.
 func TestLimitsFlood(t *testing.T) {
 	e := hostileNewEnv(t, &Server{RateLimit: 10, RateBurst: 5, FloodLimit: 20})
-	r := hostileDialRaw(t, e.addr)
+	r := dialRaw(t, e.addr)
 	var chunk []byte
 	for range 50 {
 		chunk = AppendList(chunk)
@@ -421,14 +424,14 @@ func TestLimitsFlood(t *testing.T) {
 				return
 			default:
 			}
-			if err := r.send(chunk); err != nil {
+			if err := r.trySend(chunk); err != nil {
 				return // closed
 			}
 		}
 	})
-	got, err := r.readToEnd(t, "flood")
+	got, err := r.readToEnd("flood")
 	close(done)
-	r.nc.Close()
+	r.c.Close()
 	wg.Wait()
 	failures := 0
 	for _, d := range got {
@@ -449,9 +452,9 @@ func TestLimitsFlood(t *testing.T) {
 func TestLimitsManyIdleConnections(t *testing.T) {
 	e := hostileNewEnv(t, &Server{})
 	const n = 1000
-	raws := make([]*hostileRaw, n)
+	raws := make([]*raw, n)
 	for i := range raws {
-		raws[i] = hostileDialRaw(t, e.addr)
+		raws[i] = dialRaw(t, e.addr)
 	}
 	e.waitConns(t, n+2)
 	goroutines, heap := hostileResources()
@@ -461,7 +464,7 @@ func TestLimitsManyIdleConnections(t *testing.T) {
 		t.Errorf("each idle connection holds %d bytes of heap", perConn)
 	}
 	for _, r := range raws {
-		r.nc.Close()
+		r.c.Close()
 	}
 	runtime.GC()
 	e.check(t)

@@ -286,7 +286,7 @@ func TestClientRefusesNames(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- c.Login(ctx, tt.name) }()
 		if f := srv.next(); f.Type != TypeLogin || string(f.Name) != tt.name {
-			t.Fatalf("%s: the server got %.40s, want login %+q", tt.why, hostileDescribe(f), tt.name)
+			t.Fatalf("%s: the server got %.40s, want login %+q", tt.why, describe(f), tt.name)
 		}
 		srv.send(AppendResponse(nil, ResultFailure))
 		if err := <-done; !errors.Is(err, ErrFailure) {
@@ -306,7 +306,7 @@ func TestServerRefusesNames(t *testing.T) {
 		for _, tt := range refusedNames {
 			r.send(AppendLogin(nil, tt.name))
 			if f := r.next(); f.Type != TypeResponse || f.Result != ResultFailure {
-				t.Errorf("%s: login %+q answered %s, want Failure", tt.why, tt.name, hostileDescribe(f))
+				t.Errorf("%s: login %+q answered %s, want Failure", tt.why, tt.name, describe(f))
 			}
 		}
 		if got := ts.srv.Stats().Failures[FailBadName.String()]; got != uint64(len(refusedNames)) {

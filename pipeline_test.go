@@ -124,14 +124,14 @@ func TestPipelinedOrder(t *testing.T) {
 				t.Fatalf("remote delivery %q, want %q", got, want)
 			}
 		}
-		if f := a.next(); hostileDescribe(f) != steps[0].want {
-			t.Fatalf("reply 1: %s, want %s", hostileDescribe(f), steps[0].want)
+		if f := a.next(); describe(f) != steps[0].want {
+			t.Fatalf("reply 1: %s, want %s", describe(f), steps[0].want)
 		}
 		far.settle(t, "r4", ErrUnavailable)
 		far.settle(t, "r2", nil)
 		far.settle(t, "r1", ErrQueueFull)
 		for i, s := range steps[1:] {
-			if got := hostileDescribe(a.next()); got != s.want {
+			if got := describe(a.next()); got != s.want {
 				t.Fatalf("reply %d: %s, want %s", i+2, got, s.want)
 			}
 		}
@@ -198,7 +198,7 @@ func TestPipelinedBound(t *testing.T) {
 		far.settle(t, "m1", nil)
 		far.settle(t, "m3", ErrQueueFull)
 		for _, want := range []string{"RESPONSE Success", "RESPONSE Success", "RESPONSE Failure", "LIST alice"} {
-			if got := hostileDescribe(a.next()); got != want {
+			if got := describe(a.next()); got != want {
 				t.Fatalf("reply %s, want %s", got, want)
 			}
 		}

@@ -4,7 +4,7 @@ package chat
 // pin down: what the rate limit counts, the order of the replies before a
 // close for a length beyond the limit, that progress does not extend the
 // frame timeout, and that the kernel's socket buffers hold messages beyond
-// QueueSize. The helpers are hostile_test.go's.
+// QueueSize. The helpers are helpers_test.go's and hostile_test.go's.
 
 import (
 	"errors"
@@ -21,16 +21,16 @@ import (
 // frame with an acceptable length takes a token (a zero-length frame and
 // an unknown type included), and those beyond the burst get Failure.
 func TestProtocolRateLimitCounts(t *testing.T) {
-	hs := hostileServe(t, &Server{RateLimit: 1e-6, RateBurst: 3}) // one token in 11 days
-	r := hostileDialRaw(t, hs.addr)
+	hs := serveTCP(t, &Server{RateLimit: 1e-6, RateBurst: 3}) // one token in 11 days
+	r := dialRaw(t, hs.addr)
 	var b []byte
-	b = append(b, hostileHeader(0)...) // zero length: malformed, takes a token
+	b = append(b, header(0)...) // zero length: malformed, takes a token
 	b = AppendList(b)
-	b = append(b, hostileFrame(0x7f)...) // unknown type: malformed, takes a token
-	b = AppendList(b)                    // the bucket is empty from here on
-	b = append(b, hostileHeader(0)...)
+	b = append(b, withBody(0x7f)...) // unknown type: malformed, takes a token
+	b = AppendList(b)                // the bucket is empty from here on
+	b = append(b, header(0)...)
 	b = AppendLogin(b, "late")
-	r.mustSend(t, b)
+	r.send(b)
 	want := []string{
 		"RESPONSE Malformed packet",
 		"LIST",
@@ -41,11 +41,11 @@ func TestProtocolRateLimitCounts(t *testing.T) {
 	}
 	var got []string
 	for range want {
-		f, err := r.next()
+		f, err := r.tryNext()
 		if err != nil {
 			t.Fatalf("after %q: %v", got, err)
 		}
-		got = append(got, hostileDescribe(f))
+		got = append(got, describe(f))
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("replies\n%q\nwant\n%q", got, want)
@@ -100,16 +100,16 @@ func TestProtocolRateLimiter(t *testing.T) {
 // beyond the limit: the replies owed come first, in order, then malformed
 // packet, then the end of the stream.
 func TestProtocolOversizeAfterOwedReplies(t *testing.T) {
-	hs := hostileServe(t, &Server{})
-	r := hostileDialRaw(t, hs.addr)
+	hs := serveTCP(t, &Server{})
+	r := dialRaw(t, hs.addr)
 	var b []byte
 	b = AppendLogin(b, "eve")
 	b = AppendList(b)
 	b = AppendSendTo(b, "eve", "to myself")
-	b = append(b, hostileFrame(0x7f)...)
-	b = append(b, hostileHeader(DefaultMaxFrameSize+1)...)
-	r.mustSend(t, b)
-	got, err := r.readToEnd(t, "pipelined, then a length beyond the limit")
+	b = append(b, withBody(0x7f)...)
+	b = append(b, header(DefaultMaxFrameSize+1)...)
+	r.send(b)
+	got, err := r.readToEnd("pipelined, then a length beyond the limit")
 	replies := slices.DeleteFunc(slices.Clone(got), func(d string) bool { return strings.HasPrefix(d, "SENDTO") })
 	want := []string{"RESPONSE Success", "LIST eve", "RESPONSE Success", "RESPONSE Malformed packet", "RESPONSE Malformed packet"}
 	if !slices.Equal(replies, want) || len(got) != len(want)+1 {
@@ -153,7 +153,7 @@ func TestProtocolFrameTimeoutNotExtended(t *testing.T) {
 	// write below is one read or more by the server.
 	write := func(b []byte) {
 		t.Helper()
-		clientEnd.SetWriteDeadline(time.Now().Add(hostileTimeout))
+		clientEnd.SetWriteDeadline(time.Now().Add(testTimeout))
 		if _, err := clientEnd.Write(b); err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestProtocolFrameTimeoutNotExtended(t *testing.T) {
 		write(login[i : i+1])
 	}
 	fr := NewFrameReader(clientEnd, 0)
-	clientEnd.SetReadDeadline(time.Now().Add(hostileTimeout))
+	clientEnd.SetReadDeadline(time.Now().Add(testTimeout))
 	if f, err := fr.Next(); err != nil || f.Type != TypeResponse || f.Result != ResultOK {
 		t.Fatalf("login: %v %v %v", f.Type, f.Result, err)
 	}
@@ -188,7 +188,7 @@ func TestProtocolFrameTimeoutNotExtended(t *testing.T) {
 	list := AppendList(nil)
 	write(list[:2])
 	write(list[2:])
-	clientEnd.SetReadDeadline(time.Now().Add(hostileTimeout))
+	clientEnd.SetReadDeadline(time.Now().Add(testTimeout))
 	if f, err := fr.Next(); err != nil || f.Type != TypeNames {
 		t.Fatalf("list: %v %v", f.Type, err)
 	}
@@ -208,15 +208,15 @@ func TestProtocolFrameTimeoutNotExtended(t *testing.T) {
 // them), and every message answered Success arrives once it reads.
 func TestProtocolKernelBuffers(t *testing.T) {
 	const queueSize = 4 << 10
-	hs := hostileServe(t, &Server{QueueSize: queueSize, WriteTimeout: time.Minute})
-	sink := hostileDialRaw(t, hs.addr)
-	sink.mustSend(t, AppendLogin(nil, "sink"))
-	sink.expectResult(t, "login sink", ResultOK)
+	hs := serveTCP(t, &Server{QueueSize: queueSize, WriteTimeout: time.Minute})
+	sink := dialRaw(t, hs.addr)
+	sink.send(AppendLogin(nil, "sink"))
+	sink.expect(ResultOK, "login sink")
 	pusher := hostileLogin(t, hs.addr, "pusher")
 
 	text := strings.Repeat("x", 1000)
 	frameSize := len(AppendMessage(nil, "pusher", []byte(text)))
-	ctx := hostileCtx(t)
+	ctx := testCtx(t)
 	accepted := 0
 	for {
 		err := pusher.c.SendTo(ctx, "sink", text)
@@ -236,7 +236,7 @@ func TestProtocolKernelBuffers(t *testing.T) {
 		t.Errorf("%d bytes accepted for a recipient that reads nothing; the queue and the chunk being written hold about %d", accepted*frameSize, 2*queueSize)
 	}
 	for i := range accepted {
-		f, err := sink.next()
+		f, err := sink.tryNext()
 		if err != nil || f.Type != TypeMessage || string(f.Text) != text {
 			t.Fatalf("message %d of %d: %v %v", i+1, accepted, f.Type, err)
 		}

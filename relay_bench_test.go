@@ -19,37 +19,15 @@ import (
 // benchText is the text of every message: 64 bytes, as in BENCHMARKS.md.
 var benchText = strings.Repeat("x", 64)
 
-// benchTransport serves a new Server over net.Pipe or over loopback TCP and
-// returns a function that connects to it. Everything it starts ends with
-// the benchmark.
+// benchTransport serves a new Server over net.Pipe or over loopback TCP
+// (startPipe, startTCP) and returns a function that connects to it.
+// Everything it starts ends with the benchmark.
 func benchTransport(b *testing.B, tcp bool) (dial func() net.Conn) {
-	srv := &Server{}
-	var serving sync.WaitGroup
-	b.Cleanup(func() {
-		srv.Close()
-		serving.Wait()
-	})
-	if !tcp {
-		return func() net.Conn {
-			c, s := net.Pipe()
-			serving.Go(func() { srv.ServeConn(s) })
-			b.Cleanup(func() { c.Close() })
-			return c
-		}
+	start := startPipe
+	if tcp {
+		start = startTCP
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	serving.Go(func() { srv.Serve(l) })
-	return func() net.Conn {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		return c
-	}
+	return start(b, &Server{}).dial
 }
 
 // benchLogin logs c in as name, speaking the protocol directly.

@@ -2,8 +2,9 @@ package chat
 
 // The server rules of docs/USAGE.md, each test written once and run over two
 // transports: net.Pipe pairs served by ServeConn, and loopback TCP served
-// by Serve. Attacks are in hostile_test.go, the optional limits in
-// limits_test.go, nothing-lost under load in stress_test.go.
+// by Serve (the transports, and the raw client the tests speak through, are
+// in helpers_test.go). Attacks are in hostile_test.go, the optional limits
+// in limits_test.go, nothing-lost under load in stress_test.go.
 
 import (
 	"context"
@@ -20,227 +21,6 @@ import (
 
 	"go.uber.org/zap/zaptest"
 )
-
-// testTimeout bounds every wait in these tests; a passing run never gets
-// near it. It makes a broken test fail instead of hang.
-const testTimeout = 10 * time.Second
-
-// testServer is a Server under test and the way to reach it.
-type testServer struct {
-	srv *Server
-
-	// dial returns a new connection to the server, closed when the test
-	// ends.
-	dial func() net.Conn
-
-	// stopped waits until the server has stopped serving (after Shutdown
-	// or Close) and returns what it returned: Serve's error over TCP, the
-	// error of every ServeConn over pipes.
-	stopped func() []error
-}
-
-// transport connects clients to a Server: over net.Pipe through ServeConn,
-// or over loopback TCP through Serve.
-type transport struct {
-	name  string
-	start func(t *testing.T, srv *Server) *testServer
-}
-
-var transports = []transport{
-	{"pipe", startPipe},
-	{"tcp", startTCP},
-}
-
-// startPipe serves srv one net.Pipe at a time, until the test ends.
-func startPipe(t *testing.T, srv *Server) *testServer {
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	t.Cleanup(func() {
-		srv.Close()
-		wg.Wait()
-	})
-	wait := func() []error {
-		done := make(chan struct{})
-		go func() {
-			wg.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(testTimeout):
-			t.Fatal("ServeConn did not return")
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(errs)
-	}
-	dial := func() net.Conn {
-		client, server := net.Pipe()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := srv.ServeConn(server)
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
-		}()
-		t.Cleanup(func() { client.Close() })
-		return client
-	}
-	return &testServer{srv: srv, dial: dial, stopped: wait}
-}
-
-// startTCP serves srv on a loopback listener until the test ends, and then
-// checks that Serve returned ErrServerClosed.
-func startTCP(t *testing.T, srv *Server) *testServer {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	result := sync.OnceValue(func() error {
-		select {
-		case err := <-served:
-			return err
-		case <-time.After(testTimeout):
-			return errors.New("Serve did not return")
-		}
-	})
-	t.Cleanup(func() {
-		srv.Close()
-		if err := result(); err != ErrServerClosed {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	dial := func() net.Conn {
-		c, err := net.DialTimeout("tcp", l.Addr().String(), testTimeout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return &testServer{srv: srv, dial: dial, stopped: func() []error { return []error{result()} }}
-}
-
-// forEachTransport runs f as a parallel subtest over each transport.
-func forEachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			t.Parallel()
-			f(t, tr)
-		})
-	}
-}
-
-// raw speaks the protocol frame by frame, without the Client's checks.
-type raw struct {
-	t  *testing.T
-	c  net.Conn
-	fr *FrameReader
-}
-
-func newRaw(t *testing.T, c net.Conn) *raw {
-	return &raw{t: t, c: c, fr: NewFrameReader(c, 0)}
-}
-
-func (r *raw) send(frame []byte) {
-	r.t.Helper()
-	r.c.SetWriteDeadline(time.Now().Add(testTimeout))
-	if _, err := r.c.Write(frame); err != nil {
-		r.t.Fatalf("sending: %v", err)
-	}
-}
-
-func (r *raw) next() Frame {
-	r.t.Helper()
-	f, err := r.tryNext()
-	if err != nil {
-		r.t.Fatalf("reading: %v", err)
-	}
-	return f
-}
-
-func (r *raw) tryNext() (Frame, error) {
-	r.c.SetReadDeadline(time.Now().Add(testTimeout))
-	f, err := r.fr.Next()
-	if err != nil {
-		return f, err
-	}
-	// Copy: the frame's slices live only until the next read.
-	f.Name, f.Text, f.Names = slices.Clone(f.Name), slices.Clone(f.Text), slices.Clone(f.Names)
-	return f, nil
-}
-
-// expect reads a frame that must be the RESPONSE want.
-func (r *raw) expect(want Result) {
-	r.t.Helper()
-	if f := r.next(); f.Type != TypeResponse || f.Result != want {
-		r.t.Fatalf("reply %s, want RESPONSE %v", hostileDescribe(f), want)
-	}
-}
-
-// do sends frame and expects the RESPONSE want.
-func (r *raw) do(frame []byte, want Result) {
-	r.t.Helper()
-	r.send(frame)
-	r.expect(want)
-}
-
-func (r *raw) list() []string {
-	r.t.Helper()
-	r.send(AppendList(nil))
-	f := r.next()
-	if f.Type != TypeNames {
-		r.t.Fatalf("reply to list: %s", hostileDescribe(f))
-	}
-	return hostileNames(f.Names)
-}
-
-func (r *raw) expectMessage(from, text string) {
-	r.t.Helper()
-	if f := r.next(); f.Type != TypeMessage || string(f.Name) != from || string(f.Text) != text {
-		r.t.Fatalf("got %.60s; want a message from %q: %.40q", hostileDescribe(f), from, text)
-	}
-}
-
-// expectInAnyOrder reads as many frames as want, which must be those
-// described (see hostileDescribe) in any order: a sendto to oneself gets
-// its reply and the message in an order not fixed.
-func (r *raw) expectInAnyOrder(want ...string) {
-	r.t.Helper()
-	var got []string
-	for range want {
-		got = append(got, hostileDescribe(r.next()))
-	}
-	slices.Sort(got)
-	want = slices.Sorted(slices.Values(want))
-	if !slices.Equal(got, want) {
-		r.t.Fatalf("got %q, want %q in any order", got, want)
-	}
-}
-
-// expectEOF reads frames until the server closes the connection, and fails
-// the test if it does not.
-func (r *raw) expectEOF() {
-	r.t.Helper()
-	for {
-		_, err := r.tryNext()
-		if err == nil || errors.Is(err, ErrMalformedFrame) {
-			continue
-		}
-		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isReset(err) {
-			r.t.Fatalf("want the connection closed by the server, got %v", err)
-		}
-		return
-	}
-}
-
-func isReset(err error) bool { return strings.Contains(err.Error(), "connection reset") }
 
 func TestServerLogin(t *testing.T) {
 	t.Parallel()
@@ -278,7 +58,7 @@ func TestServerLogin(t *testing.T) {
 
 		// A closed connection is logged out: its name is free again.
 		a.c.Close()
-		hostileEventually(t, "alice logged out after closing", func() bool { return !slices.Contains(b.list(), "alice") })
+		eventually(t, "alice logged out after closing", func() bool { return !slices.Contains(b.list(), "alice") })
 		b.do(AppendLogin(nil, "alice"), ResultOK)
 	})
 }
@@ -371,7 +151,7 @@ func TestServerSendTo(t *testing.T) {
 			a.expect(ResultOK)
 			a.expect(ResultFailure)
 			if f := a.next(); f.Type != TypeNames {
-				t.Fatalf("reply %d: %s, want LIST", 3*i+2, hostileDescribe(f))
+				t.Fatalf("reply %d: %s, want LIST", 3*i+2, describe(f))
 			}
 		}
 		for i := range n {
@@ -455,7 +235,7 @@ func TestServerMalformed(t *testing.T) {
 		} {
 			a.send(withBody(tt.body...))
 			if f := a.next(); f.Type != TypeResponse || f.Result != ResultMalformed {
-				t.Fatalf("%s: reply %s, want RESPONSE Malformed packet", tt.what, hostileDescribe(f))
+				t.Fatalf("%s: reply %s, want RESPONSE Malformed packet", tt.what, describe(f))
 			}
 		}
 		// The connection goes on, still logged in, the stream in step.
@@ -490,12 +270,12 @@ func TestServerOversize(t *testing.T) {
 		a.do(frame, ResultOK)
 		b.expectMessage("alice", text)
 
-		a.send(hostileHeader(max + 1))
+		a.send(header(max + 1))
 		a.expect(ResultMalformed)
 		a.expectEOF()
 
 		// Only that connection: bob goes on, and alice is logged out.
-		hostileEventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
+		eventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
 		b.send(AppendSendTo(nil, "bob", "ok"))
 		b.expectInAnyOrder("RESPONSE Success", "SENDTO bob: ok")
 		if st := ts.srv.Stats(); st.FramesTooLarge != 1 {
@@ -680,7 +460,7 @@ func TestServerSlowRecipient(t *testing.T) {
 			}
 			a.send(AppendSendTo(nil, "sink", text))
 			if f := a.next(); f.Type != TypeResponse {
-				t.Fatalf("reply %s", hostileDescribe(f))
+				t.Fatalf("reply %s", describe(f))
 			} else if f.Result == ResultFailure {
 				break
 			}
@@ -704,7 +484,7 @@ func TestServerSlowRecipient(t *testing.T) {
 			default:
 				a.send(AppendSendTo(nil, "sink", text))
 				if f := a.next(); f.Type != TypeResponse {
-					t.Fatalf("reply %s", hostileDescribe(f))
+					t.Fatalf("reply %s", describe(f))
 				}
 			}
 		}
@@ -741,7 +521,7 @@ func TestServerQueueFull(t *testing.T) {
 			}
 			a.send(AppendSendTo(nil, "sink", fmt.Sprintf("%06d%s", accepted, text)))
 			if f := a.next(); f.Type != TypeResponse {
-				t.Fatalf("reply %s", hostileDescribe(f))
+				t.Fatalf("reply %s", describe(f))
 			} else if f.Result == ResultFailure {
 				break
 			}
@@ -790,7 +570,7 @@ func TestServerMaxConns(t *testing.T) {
 		b.expectMessage("alice", "unaffected")
 
 		b.c.Close()
-		hostileEventually(t, "one connection left", func() bool { return ts.srv.Stats().Conns == 1 })
+		eventually(t, "one connection left", func() bool { return ts.srv.Stats().Conns == 1 })
 		newRaw(t, ts.dial()).do(AppendLogin(nil, "carol"), ResultOK)
 		if st := ts.srv.Stats(); st.ConnsRefused != 2 || st.ConnsAccepted != 3 {
 			t.Errorf("ConnsRefused = %d, ConnsAccepted = %d; want 2, 3", st.ConnsRefused, st.ConnsAccepted)

@@ -75,7 +75,7 @@ func (ss *statsSession) connect(t *testing.T) *statsClient {
 
 func (c *statsClient) send(t *testing.T, frame []byte) {
 	t.Helper()
-	c.nc.SetWriteDeadline(time.Now().Add(hostileTimeout))
+	c.nc.SetWriteDeadline(time.Now().Add(testTimeout))
 	n, err := c.nc.Write(frame)
 	c.wrote.Add(uint64(n))
 	if err != nil {
@@ -83,17 +83,17 @@ func (c *statsClient) send(t *testing.T, frame []byte) {
 	}
 }
 
-// expect reads frames, described as hostileDescribe does, which must be
+// expect reads frames, described as describe does, which must be
 // want.
 func (c *statsClient) expect(t *testing.T, what string, want ...string) {
 	t.Helper()
 	for _, w := range want {
-		c.nc.SetReadDeadline(time.Now().Add(hostileTimeout))
+		c.nc.SetReadDeadline(time.Now().Add(testTimeout))
 		f, err := c.fr.Next()
 		if err != nil {
 			t.Fatalf("%s: reading %q: %v", what, w, err)
 		}
-		if got := hostileDescribe(f); got != w {
+		if got := describe(f); got != w {
 			t.Fatalf("%s: got %q, want %q", what, got, w)
 		}
 	}
@@ -110,9 +110,9 @@ func (c *statsClient) do(t *testing.T, what string, frame []byte, want string) {
 // with EOF, and returns ServeConn's result.
 func (c *statsClient) end(t *testing.T, what string) error {
 	t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(hostileTimeout))
+	c.nc.SetReadDeadline(time.Now().Add(testTimeout))
 	if f, err := c.fr.Next(); !errors.Is(err, io.EOF) {
-		t.Fatalf("%s: got %s (%v), want EOF", what, hostileDescribe(f), err)
+		t.Fatalf("%s: got %s (%v), want EOF", what, describe(f), err)
 	}
 	return c.wait(t, what)
 }
@@ -123,7 +123,7 @@ func (c *statsClient) wait(t *testing.T, what string) error {
 	select {
 	case err := <-c.served:
 		return err
-	case <-time.After(hostileTimeout):
+	case <-time.After(testTimeout):
 		t.Fatalf("%s: ServeConn did not return", what)
 		return nil
 	}
@@ -180,7 +180,7 @@ func TestStats(t *testing.T) {
 	alice.do(t, "sendto bob", AppendSendTo(nil, "bob", "hello"), ok)      // relayed
 	bob.expect(t, "bob's message", "SENDTO alice: hello")
 	alice.do(t, "list", AppendList(nil), "LIST alice bob sink")
-	alice.do(t, "an unknown frame type", hostileFrame(0x7f), malformed)            // malformed
+	alice.do(t, "an unknown frame type", withBody(0x7f), malformed)                // malformed
 	bob.do(t, "sendto invalid UTF-8", AppendSendTo(nil, "alice", "\xff"), failure) // bad_text
 	bob.do(t, "logout", AppendLogout(nil), ok)
 	bob.do(t, "logout again", AppendLogout(nil), failure)                     // not_logged_in
@@ -216,7 +216,7 @@ func TestStats(t *testing.T) {
 
 	// A length beyond MaxFrameSize: Malformed packet, and closed.
 	big := ss.connect(t)
-	big.send(t, hostileHeader(4097))
+	big.send(t, header(4097))
 	big.expect(t, "a frame too large", malformed)
 	if err := big.end(t, "a frame too large"); !errors.Is(err, ErrFrameTooLarge) {
 		t.Errorf("ServeConn of a frame too large: %v, want ErrFrameTooLarge", err)

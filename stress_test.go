@@ -60,7 +60,7 @@ func TestStressNothingLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := hostileServeListener(t, srv, stressListener{l.(*net.TCPListener)})
+	hs := serveListener(t, srv, stressListener{l.(*net.TCPListener)})
 	ctx := t.Context() // bounded by go test's -timeout, whatever the size
 
 	// A slow client's handler takes a token per message (or per two); a
@@ -93,7 +93,7 @@ func TestStressNothingLost(t *testing.T) {
 			}
 			rc.seqs[from] = append(rc.seqs[from], seq)
 		}
-		nc, err := net.DialTimeout("tcp", hs.addr, hostileTimeout)
+		nc, err := net.DialTimeout("tcp", hs.addr, testTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -23,170 +22,6 @@ import (
 // TestMain fails the package's tests if a goroutine outlives them.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// testTimeout bounds every wait; a passing run never gets near it.
-const testTimeout = 10 * time.Second
-
-// testServer is a chat.Server behind a Handler on a loopback HTTP server.
-type testServer struct {
-	srv *chat.Server
-	h   *Handler
-	hs  *httptest.Server
-	url string // ws://…/ws
-}
-
-// start serves srv over WebSocket (and TCP if tcp is set) until the test
-// ends, then closes everything and waits for every handler to return.
-func start(t *testing.T, srv *chat.Server, h *Handler) *testServer {
-	t.Helper()
-	if h == nil {
-		h = &Handler{}
-	}
-	h.Server = srv
-	mux := http.NewServeMux()
-	mux.Handle("/ws", h)
-	hs := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.Close()
-		h.Wait()
-		hs.Close()
-	})
-	return &testServer{srv: srv, h: h, hs: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
-}
-
-// serveTCP serves ts's Server on a loopback TCP listener too, and returns
-// its address.
-func (ts *testServer) serveTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ts.srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		ts.srv.Close()
-		<-done
-	})
-	return l.Addr().String()
-}
-
-// wsClient is a raw WebSocket client of the chat protocol.
-type wsClient struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	ctx    context.Context
-	fr     *chat.FrameReader
-	reader io.Reader // of the message being read
-}
-
-func dial(t *testing.T, url string, opts *websocket.DialOptions) *wsClient {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	ws, _, err := websocket.Dial(ctx, url, opts)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	ws.SetReadLimit(-1)
-	t.Cleanup(func() { ws.CloseNow() })
-	c := &wsClient{t: t, ws: ws, ctx: ctx}
-	c.fr = chat.NewFrameReader(c, 0)
-	return c
-}
-
-// Read reads the binary messages received as one stream.
-func (c *wsClient) Read(p []byte) (int, error) {
-	for {
-		if c.reader == nil {
-			typ, r, err := c.ws.Reader(c.ctx)
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.MessageBinary {
-				return 0, errors.New("text message from the server")
-			}
-			c.reader = r
-		}
-		n, err := c.reader.Read(p)
-		if err == io.EOF {
-			c.reader = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-// send sends b as one binary message.
-func (c *wsClient) send(b []byte) {
-	c.t.Helper()
-	if err := c.ws.Write(c.ctx, websocket.MessageBinary, b); err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-}
-
-func (c *wsClient) next() chat.Frame {
-	c.t.Helper()
-	f, err := c.fr.Next()
-	if err != nil {
-		c.t.Fatalf("reading a frame: %v", err)
-	}
-	return f
-}
-
-// expect reads a RESPONSE and checks its result.
-func (c *wsClient) expect(want chat.Result) {
-	c.t.Helper()
-	f := c.next()
-	if f.Type != chat.TypeResponse || f.Result != want {
-		c.t.Fatalf("got %v %v, want RESPONSE %v", f.Type, f.Result, want)
-	}
-}
-
-func (c *wsClient) do(frame []byte, want chat.Result) {
-	c.t.Helper()
-	c.send(frame)
-	c.expect(want)
-}
-
-// expectClose reads until the connection ends and checks the close code.
-func (c *wsClient) expectClose(want websocket.StatusCode) {
-	c.t.Helper()
-	for {
-		_, err := c.fr.Next()
-		if err == nil {
-			continue
-		}
-		if got := websocket.CloseStatus(err); got != want {
-			c.t.Fatalf("connection ended with %v (status %v), want status %v", err, got, want)
-		}
-		return
-	}
-}
-
-// names reads a LIST.
-func (c *wsClient) names() []string {
-	c.t.Helper()
-	f := c.next()
-	if f.Type != chat.TypeNames {
-		c.t.Fatalf("got %v, want LIST", f.Type)
-	}
-	var names []string
-	for rest := f.Names; len(rest) > 0; {
-		name, r, ok := chat.NextName(rest)
-		if !ok {
-			c.t.Fatal("bad LIST")
-		}
-		names, rest = append(names, string(name)), r
-	}
-	return names
 }
 
 func TestServerRules(t *testing.T) {
@@ -237,8 +72,7 @@ func TestServerRules(t *testing.T) {
 func TestWithTCPUsers(t *testing.T) {
 	ts := start(t, &chat.Server{}, nil)
 	addr := ts.serveTCP(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 
 	webGot := make(chan chat.Message, 10)
 	ws, _, err := websocket.Dial(ctx, ts.url, nil)
@@ -372,8 +206,7 @@ func TestOrigin(t *testing.T) {
 			default:
 				h.Set("Origin", tt.origin)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-			defer cancel()
+			ctx := testCtx(t)
 			ws, resp, err := websocket.Dial(ctx, ts.url, &websocket.DialOptions{HTTPHeader: h})
 			if tt.ok {
 				if err != nil {
@@ -467,8 +300,7 @@ func TestShutdown(t *testing.T) {
 	for range 100 {
 		c.names()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(ctx) }()
 	c.expectClose(websocket.StatusGoingAway)
@@ -492,8 +324,7 @@ func TestShutdownOwed(t *testing.T) {
 	c := dial(t, ts.url, nil)
 	c.send(chat.AppendLogin(nil, "x"))
 	<-entered
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.Shutdown(ctx) }()
 	close(release)
@@ -569,8 +400,7 @@ func TestPingAnswered(t *testing.T) {
 	var once sync.Map
 	h := &Handler{PingInterval: 10 * time.Millisecond}
 	ts := start(t, &chat.Server{}, h)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 	ws, _, err := websocket.Dial(ctx, ts.url, &websocket.DialOptions{
 		OnPingReceived: func(_ context.Context, p []byte) bool {
 			if _, seen := once.LoadOrStore(string(p), true); !seen && len(p) > 0 && p[0] <= '5' && len(p) == 1 {

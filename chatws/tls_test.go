@@ -1,7 +1,6 @@
 package chatws
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -109,8 +108,7 @@ func TestCertifiedLoginOverWSS(t *testing.T) {
 	c.do(chat.AppendLogin(nil, "alice"), chat.ResultOK)
 
 	// Without a certificate, the TLS handshake itself fails.
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	ctx := testCtx(t)
 	anonymous := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}}
 	defer anonymous.CloseIdleConnections()
 	if ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: anonymous}); err == nil {

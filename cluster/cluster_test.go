@@ -11,26 +11,6 @@ import (
 	"github.com/seedchat/chat"
 )
 
-// cluster3 starts NATS and three nodes joined through it.
-func cluster3(t *testing.T) (*natsServer, []*node) {
-	t.Helper()
-	ns := startNATS(t)
-	var nodes []*node
-	for i := range 3 {
-		nodes = append(nodes, startNode(t, ns.url(), fmt.Sprintf("n%d", i+1)))
-	}
-	return ns, nodes
-}
-
-func list(t *testing.T, u *user) []string {
-	t.Helper()
-	names, err := u.List(ctx(t))
-	if err != nil {
-		t.Fatalf("%s: list: %v", u.name, err)
-	}
-	return names
-}
-
 func TestAcrossNodes(t *testing.T) {
 	_, n := cluster3(t)
 	alice := login(t, n[0], "alice")

@@ -20,17 +20,6 @@ var clusterLookalikes = [][2]string{
 	{"scope", "ѕсоре"}, // all Cyrillic
 }
 
-// failures returns the Failures of every node by reason, summed.
-func failures(n []*node) map[string]uint64 {
-	sum := make(map[string]uint64)
-	for _, nd := range n {
-		for reason, v := range nd.srv.Stats().Failures {
-			sum[reason] += v
-		}
-	}
-	return sum
-}
-
 // TestLookalikesAcrossNodes: while a name is logged in on one node, its
 // lookalikes are refused on every node, counted as lookalike; the very
 // name is still refused as taken. Once it logs out, a lookalike may log in

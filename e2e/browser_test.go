@@ -24,6 +24,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/internal/natstest"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -334,7 +335,7 @@ func TestBrowserRefusedNames(t *testing.T) {
 // chatclient on another.
 func TestBrowserCluster(t *testing.T) {
 	t.Parallel()
-	url := startNATS(t)
+	url := natstest.Start(t).ClientURL()
 	web := startWebServer(t, "127.0.0.1:0", "", "-nats", url, "-node-name", "w1", "-node-dead-after", deadAfter.String())
 	other := startNode(t, url, "w2")
 	term := loggedIn(t, other, "term")

@@ -3,96 +3,11 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
-
-// testCA is a certificate authority for the tests, writing PEM files.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	name string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA's certificate
-}
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	ca := &testCA{t: t, dir: dir, name: name}
-	ca.cert, ca.key, ca.file = ca.issue(name, nil, nil)
-	return ca
-}
-
-// issue writes a certificate signed by ca (self-signed when ca.cert is
-// nil), with its key, and returns it and the file of the certificate.
-func (ca *testCA) issue(name string, usage []x509.ExtKeyUsage, dns []string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
-	t := ca.t
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     dns,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  usage,
-	}
-	parent, parentKey := ca.cert, ca.key
-	if parent == nil {
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-		tmpl.BasicConstraintsValid, tmpl.IsCA = true, true
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(ca.dir, ca.name+"-"+name)
-	for file, block := range map[string]*pem.Block{
-		base + ".pem":     {Type: "CERTIFICATE", Bytes: der},
-		base + "-key.pem": {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return cert, key, base + ".pem"
-}
-
-// leaf writes a certificate for name and returns its file and its key's.
-func (ca *testCA) leaf(name string, usage x509.ExtKeyUsage, dns ...string) (certFile, keyFile string) {
-	ca.t.Helper()
-	_, _, certFile = ca.issue(name, []x509.ExtKeyUsage{usage}, dns)
-	return certFile, strings.TrimSuffix(certFile, ".pem") + "-key.pem"
-}
 
 // mutualTLSServer starts a server that requires client certificates from
 // its own CA, and returns it with the CA.

@@ -3,19 +3,12 @@
 package e2e
 
 import (
-	"encoding/json"
-	"net"
 	"strconv"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/seedchat/chat/internal/natstest"
 )
-
-// deadAfter is the -node-dead-after of the test clusters: short, so that a
-// killed node's users are reaped in a few seconds (a node fences itself
-// when it could not renew its lease for 1.6 s).
-const deadAfter = 2 * time.Second
 
 // cluster is three chatserver processes joined through an embedded NATS
 // server, with alice logged in on the first, bob on the second and carol
@@ -30,7 +23,7 @@ type cluster struct {
 // carol, one on each. Everything is stopped when the test ends.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	url := startNATS(t)
+	url := natstest.Start(t).ClientURL()
 	var c cluster
 	for i := range c.nodes {
 		c.nodes[i] = startNode(t, url, "n"+strconv.Itoa(i+1))
@@ -39,71 +32,6 @@ func startCluster(t *testing.T) *cluster {
 	c.bob = loggedIn(t, c.nodes[1], "bob")
 	c.carol = loggedIn(t, c.nodes[2], "carol")
 	return &c
-}
-
-// startNATS starts a NATS server with JetStream in the test process, on a
-// free loopback port, and returns its URL.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      -1, // a free port
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(timeout) {
-		t.Fatal("NATS server not ready")
-	}
-	return "nats://127.0.0.1:" + strconv.Itoa(ns.Addr().(*net.TCPAddr).Port)
-}
-
-// startNode starts chatserver as cluster node name on a free loopback port
-// and waits for it to log the address it listens on, which it does once it
-// has joined the cluster.
-func startNode(t *testing.T, natsURL, name string) *server {
-	t.Helper()
-	p := startProc(t, "chatserver "+name, serverBin, false,
-		"-addr", "127.0.0.1:0", "-nats", natsURL, "-node-name", name,
-		"-node-dead-after", deadAfter.String())
-	deadline := time.After(timeout)
-	for i := 0; ; i++ {
-		line, ok := p.stderr.waitLine(i, deadline)
-		if !ok {
-			t.Fatalf("chatserver %s never logged \"listening\"; stderr:\n%s", name, clip(p.stderr.String()))
-		}
-		var e logEntry
-		if json.Unmarshal([]byte(line), &e) != nil || e.Msg != "listening" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(e.Addr)
-		if err != nil {
-			t.Fatalf("chatserver %s logged a bad address: %s", name, line)
-		}
-		return &server{proc: p, addr: e.Addr, host: host, port: port}
-	}
-}
-
-// list sends list and returns the line the client prints for it.
-func (p *proc) list() string {
-	p.t.Helper()
-	p.send("list\n")
-	line, ok := p.stdout.waitLine(p.next, time.After(timeout))
-	if !ok {
-		p.t.Fatalf("%s: stdout line %d: want the list, got nothing within %v (or the output ended)",
-			p.name, p.next+1, timeout)
-	}
-	p.next++
-	return line
 }
 
 // TestClusterEndToEnd checks that users of three chatserver processes

@@ -3,13 +3,10 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -164,12 +161,8 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 	}
 
 	natsBin := filepath.Join(dir, "nats-server")
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	// The version go.mod requires, as the README's go install does.
-	if out, err := exec.Command(goBin, "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+	if out, err := exec.Command(goTool(), "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
 		t.Fatalf("building nats-server: %v\n%s", err, out)
 	}
 
@@ -197,60 +190,9 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 		if j := slices.Index(args, "-addr"); j >= 0 && j+1 < len(args) {
 			args[j+1] = "127.0.0.1:0"
 		}
-		nodes = append(nodes, startReadmeNode(t, fmt.Sprintf("chatserver %d", i+1), args))
+		p := startProc(t, fmt.Sprintf("chatserver %d", i+1), serverBin, false, args...)
+		nodes = append(nodes, waitListening(t, p, 6*timeout)) // JetStream's elections, on a loaded machine
 	}
 
 	return nats, nodes
-}
-
-// startReadmeNode starts chatserver with args and waits for it to log the
-// address it listens on.
-func startReadmeNode(t *testing.T, name string, args []string) *server {
-	t.Helper()
-	p := startProc(t, name, serverBin, false, args...)
-	deadline := time.After(6 * timeout) // JetStream's elections, on a loaded machine
-	for i := 0; ; i++ {
-		line, ok := p.stderr.waitLine(i, deadline)
-		if !ok {
-			t.Fatalf("%s never logged \"listening\"; stderr:\n%s", name, clip(p.stderr.String()))
-		}
-		var e logEntry
-		if json.Unmarshal([]byte(line), &e) != nil || e.Msg != "listening" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(e.Addr)
-		if err != nil {
-			t.Fatalf("%s logged a bad address: %s", name, line)
-		}
-		return &server{proc: p, addr: e.Addr, host: host, port: port}
-	}
-}
-
-// sendUntilSuccess sends line until the client prints Success rather than
-// Failure, for a while.
-func sendUntilSuccess(t *testing.T, p *proc, line string) {
-	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	giveUp := time.After(timeout)
-	for {
-		p.send(line + "\n")
-		got, ok := p.stdout.waitLine(p.next, time.After(timeout))
-		if !ok {
-			t.Fatalf("%s: %q: no reply", p.name, line)
-		}
-		p.next++
-		switch got {
-		case "Success":
-			return
-		case "Failure":
-		default:
-			t.Fatalf("%s: %q printed %q", p.name, line, got)
-		}
-		select {
-		case <-tick.C:
-		case <-giveUp:
-			t.Fatalf("%s: %q still Failure after %v", p.name, line, timeout)
-		}
-	}
 }

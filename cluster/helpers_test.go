@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/internal/natstest"
 )
 
 // TestMain fails the package's tests if any goroutine outlives them: the
@@ -51,6 +52,8 @@ type natsServer struct {
 	routes  []*url.URL // to the others
 }
 
+// startNATS starts a NATS server with JetStream on a free loopback port,
+// stopped when the test ends.
 func startNATS(t *testing.T) *natsServer {
 	t.Helper()
 	s := &natsServer{t: t, store: t.TempDir(), port: -1}
@@ -59,29 +62,16 @@ func startNATS(t *testing.T) *natsServer {
 	return s
 }
 
+// start starts the server, again on the port and store it had if it ran
+// before; natstest.Start, which picks them anew each time, cannot do that.
 func (s *natsServer) start() {
 	s.t.Helper()
-	ns, err := natsserver.NewServer(s.options())
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(testWait) {
-		s.t.Fatal("NATS server not ready")
-	}
-	s.ns = ns
-	s.port = ns.Addr().(*net.TCPAddr).Port
+	s.ns = natstest.Run(s.t, s.options())
+	s.port = s.ns.Addr().(*net.TCPAddr).Port
 }
 
 func (s *natsServer) options() *natsserver.Options {
-	opts := &natsserver.Options{
-		Host:      "127.0.0.1",
-		Port:      s.port,
-		JetStream: true,
-		StoreDir:  s.store,
-		NoLog:     true,
-		NoSigs:    true,
-	}
+	opts := natstest.Options(s.port, s.store)
 	if s.name != "" {
 		opts.ServerName = s.name
 		opts.Cluster = natsserver.ClusterOpts{Name: "test", Host: "127.0.0.1", Port: s.cluster}
@@ -92,8 +82,7 @@ func (s *natsServer) options() *natsserver.Options {
 
 func (s *natsServer) stop() {
 	if s.ns != nil {
-		s.ns.Shutdown()
-		s.ns.WaitForShutdown()
+		natstest.Stop(s.ns)
 		s.ns = nil
 	}
 }
@@ -115,7 +104,8 @@ func startNATSCluster(t *testing.T) []*natsServer {
 		}
 		servers[i] = s
 	}
-	// Each waits for its routes to be ready: start them together.
+	// Each waits for its routes to be ready: start them together, which
+	// natstest.Run, waiting for one server at a time, cannot do.
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		wg.Go(func() {
@@ -136,7 +126,7 @@ func startNATSCluster(t *testing.T) []*natsServer {
 		t.FailNow()
 	}
 	for _, s := range servers {
-		if !s.ns.ReadyForConnections(testWait) {
+		if !s.ns.ReadyForConnections(natstest.ReadyTimeout) {
 			t.Fatal("NATS server not ready")
 		}
 	}
@@ -287,6 +277,28 @@ func (n *node) reason(name string) error {
 	return n.reasons[name]
 }
 
+// cluster3 starts NATS and three nodes joined through it.
+func cluster3(t *testing.T) (*natsServer, []*node) {
+	t.Helper()
+	ns := startNATS(t)
+	var nodes []*node
+	for i := range 3 {
+		nodes = append(nodes, startNode(t, ns.url(), fmt.Sprintf("n%d", i+1)))
+	}
+	return ns, nodes
+}
+
+// failures returns the Failures of every node by reason, summed.
+func failures(n []*node) map[string]uint64 {
+	sum := make(map[string]uint64)
+	for _, nd := range n {
+		for reason, v := range nd.srv.Stats().Failures {
+			sum[reason] += v
+		}
+	}
+	return sum
+}
+
 // user is a client of a test cluster with the messages it received.
 type user struct {
 	*chat.Client
@@ -318,10 +330,21 @@ func login(t *testing.T, n *node, name string) *user {
 	return u
 }
 
+// ctx returns a context for a test's requests, bounded by testWait.
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(t.Context(), testWait)
 	t.Cleanup(cancel)
 	return c
+}
+
+// list lists through u, which must succeed.
+func list(t *testing.T, u *user) []string {
+	t.Helper()
+	names, err := u.List(ctx(t))
+	if err != nil {
+		t.Fatalf("%s: list: %v", u.name, err)
+	}
+	return names
 }
 
 // receive waits for the user's next message.
@@ -336,6 +359,28 @@ func (u *user) receive() chat.Message {
 		u.t.Fatalf("%s: no message", u.name)
 	}
 	return chat.Message{}
+}
+
+// ended waits until the user's connection has ended, the test failing
+// with what otherwise.
+func (u *user) ended(what string) {
+	u.t.Helper()
+	select {
+	case <-u.Done():
+	case <-time.After(testWait):
+		u.t.Fatal(what)
+	}
+}
+
+// noMessage fails the test if the user has a message it has not received:
+// what is what is wrong with one.
+func (u *user) noMessage(what string) {
+	u.t.Helper()
+	select {
+	case m := <-u.msgs:
+		u.t.Errorf("%s: %+v", what, m)
+	default:
+	}
 }
 
 // eventually polls cond until it holds, failing the test after testWait.
