@@ -249,17 +249,19 @@ type Directory struct {
 	touched   []chat.Peer // peers given messages not written yet
 	unwritten int         // batches handled since the last writeQueued
 
-	online  atomic.Bool   // connected, with the copy of the bucket current
-	fenced  atomic.Bool   // not holding the lease: serving no names (lease.go)
-	fences  atomic.Uint64 // times fenced
-	stamp   atomic.Pointer[stamp]
-	valid   time.Duration                 // Lease − Margin
-	hold    atomic.Pointer[chan struct{}] // set while a test pauses the node
-	epoch   atomic.Uint64                 // disconnections so far
-	poke    chan struct{}                 // the connection changed: maintain now
-	done    chan struct{}                 // closed by Close
-	maint   sync.WaitGroup
-	follows sync.WaitGroup
+	online atomic.Bool   // connected, with the copy of the bucket current
+	fenced atomic.Bool   // not holding the lease: serving no names (lease.go)
+	fences atomic.Uint64 // times fenced
+	stamp  atomic.Pointer[stamp]
+	valid  time.Duration                 // Lease − Margin
+	hold   atomic.Pointer[chan struct{}] // set while a test pauses the node
+	// set while a test has the watch of the bucket lose its updates
+	testLoseUpdates atomic.Bool
+	epoch           atomic.Uint64 // disconnections so far
+	poke            chan struct{} // the connection changed: maintain now
+	done            chan struct{} // closed by Close
+	maint           sync.WaitGroup
+	follows         sync.WaitGroup
 
 	// Used by the maintaining goroutine only.
 	watcher     *watch
@@ -806,8 +808,12 @@ func (d *Directory) localNames() []string {
 	return names
 }
 
-// catchUp waits, Timeout at most, until the copy of the bucket has applied
-// the bucket's last revision.
+// catchUp waits until the copy of the bucket has applied the bucket's last
+// revision. A watch that has not brought it there within Timeout has
+// likely lost its consumer with a NATS server, which it can take tens of
+// seconds to notice: catchUp then has the node read the bucket anew (it
+// is offline meanwhile, so logins get Failure) and waits for that,
+// Timeout again at most.
 func (d *Directory) catchUp() {
 	ctx, cancel := d.ctx()
 	defer cancel()
@@ -823,10 +829,23 @@ func (d *Directory) catchUp() {
 	}
 	w := waiter{last, make(chan struct{})}
 	d.waiters = append(d.waiters, w)
+	applied := d.applied
 	d.mu.Unlock()
 	select {
 	case <-w.done:
+		return
 	case <-ctx.Done():
+	}
+	d.log.Warn("the watch of the bucket lags; reading the bucket anew",
+		zap.Uint64("applied", applied), zap.Uint64("last", last), zap.Duration("after", d.cfg.Timeout))
+	d.online.Store(false)
+	d.kick()
+	again := time.NewTimer(d.cfg.Timeout)
+	defer again.Stop()
+	select {
+	case <-w.done:
+	case <-again.C:
+	case <-d.done:
 	}
 }
 

@@ -428,3 +428,27 @@ func TestJoinAfterMarkersExpired(t *testing.T) {
 		t.Errorf("list: %q", got)
 	}
 }
+
+// TestWatchLags: a node whose watch of the bucket stops bringing changes
+// (its consumer lost with a NATS server, not yet noticed) still lists
+// every login answered Success before the list: it reads the bucket anew.
+func TestWatchLags(t *testing.T) {
+	ns := startNATS(t)
+	n1, n2 := startNode(t, ns.url(), "n1"), startNode(t, ns.url(), "n2")
+	login(t, n1, "alice")
+	carol := login(t, n2, "carol")
+	if got := list(t, carol); !slices.Equal(got, []string{"alice", "carol"}) {
+		t.Fatalf("list = %q before the watch lags", got)
+	}
+	n2.dir.testLoseUpdates.Store(true)
+	login(t, n1, "bob")
+	if got, want := list(t, carol), []string{"alice", "bob", "carol"}; !slices.Equal(got, want) {
+		t.Errorf("list = %q with the watch lagging, want %q", got, want)
+	}
+	n2.dir.testLoseUpdates.Store(false)
+	eventually(t, "n2 back online", n2.dir.Online)
+	login(t, n1, "dave")
+	if got, want := list(t, carol), []string{"alice", "bob", "carol", "dave"}; !slices.Equal(got, want) {
+		t.Errorf("list = %q after the watch was read anew, want %q", got, want)
+	}
+}

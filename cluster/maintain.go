@@ -192,7 +192,7 @@ func (d *Directory) sync(ctx context.Context) error {
 func (d *Directory) follow(ws *watch) {
 	defer d.follows.Done()
 	for e := range ws.w.Updates() {
-		if e != nil {
+		if e != nil && !d.testLoseUpdates.Load() {
 			d.apply(e)
 		}
 	}

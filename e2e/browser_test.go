@@ -305,6 +305,9 @@ func TestBrowserChat(t *testing.T) {
 
 	// Log out, and the name is free again.
 	ann.do(chromedp.Click("#logout"))
+	// #account-result still says the login's Success: wait for what the
+	// page shows once the logout's Success has come.
+	ann.waitText("#status", "Connected. Not logged in.")
 	ann.waitText("#account-result", "Success")
 	cli.do("list", "ben cli")
 }
