@@ -1,7 +1,8 @@
 // Package chat is a small client/server chat system: a Server that keeps TCP
 // (or any net.Conn) connections from many clients and relays private
-// messages between logged-in users, a Client to talk to it from Go, and the
-// pieces of a command-line front end (ParseCommand, Console).
+// messages between logged-in users, and a Client to talk to it from Go.
+// Package cli is the command-line front end, and package cluster joins
+// servers into one chat.
 //
 // Connected clients can list the logged-in users, log in with a name, send
 // messages to other logged-in users and log out while staying connected.
@@ -55,7 +56,6 @@ package chat
 
 import (
 	"errors"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -65,19 +65,14 @@ const (
 	MaxTextLen = 65535 // the longest message text
 )
 
-// The three validation errors of the command-line client. Their texts are
-// exactly what the client prints.
+// The errors of the name and text rules. The command-line client prints
+// them as "Bad username" and "Bad message" (package cli).
 var (
-	// ErrBadUsername reports a missing or invalid user name (or, for
-	// sendto, a missing text).
-	ErrBadUsername = errors.New("Bad username")
-
-	// ErrInvalidCommand reports an unknown command word or parameters where
-	// a command takes none.
-	ErrInvalidCommand = errors.New("Invalid command")
+	// ErrBadUsername reports a missing or invalid user name.
+	ErrBadUsername = errors.New("chat: bad user name")
 
 	// ErrBadMessage reports a text that is too long or not valid UTF-8.
-	ErrBadMessage = errors.New("Bad message")
+	ErrBadMessage = errors.New("chat: bad message text")
 )
 
 // ValidateText reports whether text is a valid message text: valid UTF-8 of
@@ -98,129 +93,4 @@ func validTextBytes(text []byte) bool {
 		return false
 	}
 	return utf8.Valid(text)
-}
-
-// CommandKind names what a command line asks for.
-type CommandKind int
-
-// The kinds of command. CommandNone is a blank line, which does nothing.
-const (
-	CommandNone CommandKind = iota
-	CommandLogin
-	CommandList
-	CommandSendTo
-	CommandLogout
-	CommandExit
-)
-
-// String returns the command word of k.
-func (k CommandKind) String() string {
-	switch k {
-	case CommandLogin:
-		return "login"
-	case CommandList:
-		return "list"
-	case CommandSendTo:
-		return "sendto"
-	case CommandLogout:
-		return "logout"
-	case CommandExit:
-		return "exit"
-	}
-	return "none"
-}
-
-// Command is one parsed command line.
-type Command struct {
-	Kind CommandKind
-	Name string // the user name of login and sendto
-	Text string // the text of sendto, exactly as typed
-}
-
-// ParseCommand parses one line typed by a user, following the rules of the
-// command-line client:
-//
-//	login <username>
-//	list
-//	sendto <username> <text>
-//	logout
-//	exit
-//
-// The command word is exact and lower case. Leading spaces and tabs are
-// ignored, runs of spaces or tabs separate the command word and the user
-// name, and trailing spaces or tabs after a command without a text are not
-// a parameter. The text of sendto starts after the one space or tab that
-// follows the user name and runs to the end of the line, kept exactly. A
-// trailing "\n" or "\r\n" is not part of the line. A blank line returns
-// CommandNone.
-//
-// On error ParseCommand returns exactly one of ErrBadUsername,
-// ErrInvalidCommand and ErrBadMessage: a user name is checked before the
-// text, and a sendto without a text is ErrBadUsername.
-func ParseCommand(line string) (Command, error) {
-	line = strings.TrimSuffix(line, "\n")
-	line = strings.TrimSuffix(line, "\r")
-	rest := trimBlank(line)
-	if rest == "" {
-		return Command{}, nil
-	}
-	word, rest := cutWord(rest)
-	switch word {
-	case "list":
-		return bareCommand(CommandList, rest)
-	case "logout":
-		return bareCommand(CommandLogout, rest)
-	case "exit":
-		return bareCommand(CommandExit, rest)
-	case "login":
-		name, rest := cutWord(trimBlank(rest))
-		if trimBlank(rest) != "" || ValidateName(name) != nil {
-			return Command{}, ErrBadUsername
-		}
-		return Command{Kind: CommandLogin, Name: name}, nil
-	case "sendto":
-		name, rest := cutWord(trimBlank(rest))
-		if ValidateName(name) != nil {
-			return Command{}, ErrBadUsername
-		}
-		// rest is empty or starts with the one separator before the text.
-		if len(rest) <= 1 {
-			return Command{}, ErrBadUsername
-		}
-		text := rest[1:]
-		if ValidateText(text) != nil {
-			return Command{}, ErrBadMessage
-		}
-		return Command{Kind: CommandSendTo, Name: name, Text: text}, nil
-	}
-	return Command{}, ErrInvalidCommand
-}
-
-// bareCommand returns a command that takes no parameters, if rest has none.
-func bareCommand(kind CommandKind, rest string) (Command, error) {
-	if trimBlank(rest) != "" {
-		return Command{}, ErrInvalidCommand
-	}
-	return Command{Kind: kind}, nil
-}
-
-// isBlank reports whether c separates words in a command line.
-func isBlank(c byte) bool { return c == ' ' || c == '\t' }
-
-// trimBlank removes leading spaces and tabs.
-func trimBlank(s string) string {
-	i := 0
-	for i < len(s) && isBlank(s[i]) {
-		i++
-	}
-	return s[i:]
-}
-
-// cutWord splits s at its first space or tab.
-func cutWord(s string) (word, rest string) {
-	i := 0
-	for i < len(s) && !isBlank(s[i]) {
-		i++
-	}
-	return s[:i], s[i:]
 }

@@ -186,7 +186,7 @@ func TestFrameTooLargeBodySent(t *testing.T) {
 		for _, f := range frames {
 			got = append(got, describe(f))
 		}
-		if err != io.EOF || len(got) != 4 || got[3] != "RESPONSE Malformed packet" {
+		if err != io.EOF || len(got) != 4 || got[3] != "RESPONSE malformed packet" {
 			t.Errorf("trial %d: received %q, then %v; want 3 lists, Malformed packet and EOF", i, got, err)
 		}
 		ct.stop(t)

@@ -659,16 +659,16 @@ func TestDirectoryFlushBeforeRemoteCall(t *testing.T) {
 	}{
 		{"login", "login slowpoke",
 			batch(AppendLogout(nil), AppendLogin(nil, "slowpoke")),
-			[]string{"RESPONSE Failure"}, "RESPONSE Success"},
+			[]string{"RESPONSE failure"}, "RESPONSE ok"},
 		{"list", "names",
 			batch(AppendLogout(nil), AppendList(nil)),
-			[]string{"RESPONSE Failure"}, "LIST"},
+			[]string{"RESPONSE failure"}, "LIST"},
 		{"logout", "logout alice",
 			batch(AppendLogin(nil, "alice"), AppendLogin(nil, "bob"), AppendLogout(nil)),
-			[]string{"RESPONSE Success", "RESPONSE Failure"}, "RESPONSE Success"},
+			[]string{"RESPONSE ok", "RESPONSE failure"}, "RESPONSE ok"},
 		{"sendto", "deliver hold",
 			batch(AppendLogin(nil, "alice"), AppendSendTo(nil, "faraway", "caf\xe9"), AppendSendTo(nil, "faraway", "hold")),
-			[]string{"RESPONSE Success", "RESPONSE Failure"}, "RESPONSE Success"},
+			[]string{"RESPONSE ok", "RESPONSE failure"}, "RESPONSE ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -105,34 +105,5 @@ func ExampleClient_SendTo() {
 	// Output:
 	// bob got "Hi, how are you?" from alice
 	// true chat: failure
-	// true Bad username
-}
-
-func ExampleParseCommand() {
-	for _, line := range []string{
-		"login John",
-		"sendto John   Hello, how are you?",
-		"login John Doe",
-		"list bob",
-		"sendto John",
-	} {
-		cmd, err := chat.ParseCommand(line)
-		if err != nil {
-			fmt.Println(err)
-			continue
-		}
-		fmt.Printf("%v %q %q\n", cmd.Kind, cmd.Name, cmd.Text)
-	}
-	// Output:
-	// login "John" ""
-	// sendto "John" "  Hello, how are you?"
-	// Bad username
-	// Invalid command
-	// Bad username
-}
-
-func ExampleEscape() {
-	fmt.Println(chat.Escape("hi\x1b[2J\tthere \u202eevil"))
-	// Output:
-	// hi\x1b[2J\tthere \u202eevil
+	// true chat: bad user name
 }

@@ -54,15 +54,16 @@ const (
 	ResultMalformed Result = 2 // the server could not parse the frame
 )
 
-// String returns the text the command-line client prints for the result.
+// String returns the result's name in PROTOCOL.md. (The command-line
+// client prints its own words: package cli.)
 func (r Result) String() string {
 	switch r {
 	case ResultOK:
-		return "Success"
+		return "ok"
 	case ResultFailure:
-		return "Failure"
+		return "failure"
 	case ResultMalformed:
-		return "Malformed packet"
+		return "malformed packet"
 	}
 	return fmt.Sprintf("Result(%d)", uint8(r))
 }

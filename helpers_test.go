@@ -446,7 +446,7 @@ func (r *raw) expectEnd(what string, want ...string) {
 	}
 }
 
-// describe names a frame for comparisons: "RESPONSE Success",
+// describe names a frame for comparisons: "RESPONSE ok",
 // "LIST alice bob", "SENDTO alice: hi".
 func describe(f Frame) string {
 	switch f.Type {

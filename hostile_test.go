@@ -334,7 +334,7 @@ func TestHostileTruncatedFrames(t *testing.T) {
 	r.send(b)
 	r.closeWrite()
 	got, err := r.readToEnd("complete frames then a truncated one")
-	if want := []string{"RESPONSE Success", "LIST alice bob trunc"}; !slices.Equal(got, want[:min(len(got), 2)]) || len(got) > 2 {
+	if want := []string{"RESPONSE ok", "LIST alice bob trunc"}; !slices.Equal(got, want[:min(len(got), 2)]) || len(got) > 2 {
 		t.Errorf("replies %q, want a prefix of %q", got, want)
 	}
 	t.Logf("complete frames then a truncated one: replies %q, then %v", got, err)
@@ -348,7 +348,7 @@ func TestHostileFrameTooLarge(t *testing.T) {
 	for _, length := range []uint32{DefaultMaxFrameSize + 1, 16 << 20, 0x7fffffff, 0xffffffff} {
 		r := dialRaw(t, e.addr)
 		r.send(header(length))
-		r.expectEnd(fmt.Sprintf("length %#x", length), "RESPONSE Malformed packet")
+		r.expectEnd(fmt.Sprintf("length %#x", length), "RESPONSE malformed packet")
 	}
 
 	// A logged-in user announcing a huge frame and sending part of it is
@@ -359,7 +359,7 @@ func TestHostileFrameTooLarge(t *testing.T) {
 	r.expect(ResultOK, "login huge")
 	r.trySend(append(header(0x40000000), make([]byte, 256<<10)...))
 	got, err := r.readToEnd("length 1 GiB with 256 KiB of body")
-	if len(got) > 1 || len(got) == 1 && got[0] != "RESPONSE Malformed packet" {
+	if len(got) > 1 || len(got) == 1 && got[0] != "RESPONSE malformed packet" {
 		t.Errorf("length 1 GiB with a body: got %q, want at most a malformed packet", got)
 	}
 	t.Logf("length 1 GiB with 256 KiB of body: %q, then %v", got, err)

@@ -398,7 +398,7 @@ func TestLimitsRateBurst(t *testing.T) {
 	r.send(AppendList(nil))
 	if f, err := r.tryNext(); err != nil {
 		t.Errorf("after the burst: %v", err)
-	} else if d := describe(f); d != "RESPONSE Failure" && !strings.HasPrefix(d, "LIST") {
+	} else if d := describe(f); d != "RESPONSE failure" && !strings.HasPrefix(d, "LIST") {
 		t.Errorf("after the burst: %s", d)
 	}
 	t.Logf("a burst of %d: %d answered, %d refused", burst, lists, failures)
@@ -435,7 +435,7 @@ func TestLimitsFlood(t *testing.T) {
 	wg.Wait()
 	failures := 0
 	for _, d := range got {
-		if d == "RESPONSE Failure" {
+		if d == "RESPONSE failure" {
 			failures++
 		}
 	}

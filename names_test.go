@@ -242,31 +242,6 @@ func TestSkeletonOfPlainNames(t *testing.T) {
 	}
 }
 
-// TestParseCommandNames: the command-line client prints Bad username for
-// every refused name, at login and sendto alike, and takes every accepted
-// one.
-func TestParseCommandNames(t *testing.T) {
-	t.Parallel()
-	for _, tt := range refusedNames {
-		if strings.ContainsAny(tt.name, " \t\r\n") {
-			continue // the line splits there: TestParseCommand has those
-		}
-		for _, line := range []string{"login " + tt.name, "sendto " + tt.name + " hi"} {
-			if cmd, err := ParseCommand(line); err != ErrBadUsername {
-				t.Errorf("%s: ParseCommand(%+q) = %+v, %v; want Bad username", tt.why, line, cmd, err)
-			}
-		}
-	}
-	for _, tt := range acceptedNames {
-		if cmd, err := ParseCommand("login " + tt.name); err != nil || cmd != (Command{Kind: CommandLogin, Name: tt.name}) {
-			t.Errorf("%s: ParseCommand(login %+q) = %+v, %v", tt.why, tt.name, cmd, err)
-		}
-		if cmd, err := ParseCommand("sendto " + tt.name + " hi"); err != nil || cmd != (Command{Kind: CommandSendTo, Name: tt.name, Text: "hi"}) {
-			t.Errorf("%s: ParseCommand(sendto %+q hi) = %+v, %v", tt.why, tt.name, cmd, err)
-		}
-	}
-}
-
 // TestClientRefusesNames: Client.Login and Client.SendTo refuse every bad
 // name with ErrBadUsername and send nothing.
 func TestClientRefusesNames(t *testing.T) {

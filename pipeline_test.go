@@ -93,17 +93,17 @@ func TestPipelinedOrder(t *testing.T) {
 			frame []byte
 			want  string
 		}{
-			{AppendLogin(nil, "alice"), "RESPONSE Success"},
-			{AppendSendTo(nil, "faraway", "r1"), "RESPONSE Failure"}, // settled last, full
-			{AppendSendTo(nil, "bob", "l1"), "RESPONSE Success"},
+			{AppendLogin(nil, "alice"), "RESPONSE ok"},
+			{AppendSendTo(nil, "faraway", "r1"), "RESPONSE failure"}, // settled last, full
+			{AppendSendTo(nil, "bob", "l1"), "RESPONSE ok"},
 			{AppendList(nil), "LIST alice bob"},
-			{AppendSendTo(nil, "faraway", "r2"), "RESPONSE Success"},
-			{AppendSendTo(nil, "nobody", "x"), "RESPONSE Failure"},
-			{AppendLogout(nil), "RESPONSE Success"},
-			{AppendSendTo(nil, "faraway", "r3"), "RESPONSE Failure"}, // not logged in
-			{AppendLogin(nil, "carol"), "RESPONSE Success"},
-			{AppendSendTo(nil, "faraway", "now"), "RESPONSE Success"},
-			{AppendSendTo(nil, "faraway", "r4"), "RESPONSE Failure"}, // unavailable
+			{AppendSendTo(nil, "faraway", "r2"), "RESPONSE ok"},
+			{AppendSendTo(nil, "nobody", "x"), "RESPONSE failure"},
+			{AppendLogout(nil), "RESPONSE ok"},
+			{AppendSendTo(nil, "faraway", "r3"), "RESPONSE failure"}, // not logged in
+			{AppendLogin(nil, "carol"), "RESPONSE ok"},
+			{AppendSendTo(nil, "faraway", "now"), "RESPONSE ok"},
+			{AppendSendTo(nil, "faraway", "r4"), "RESPONSE failure"}, // unavailable
 			{AppendList(nil), "LIST bob carol"},
 		}
 		var all []byte
@@ -197,7 +197,7 @@ func TestPipelinedBound(t *testing.T) {
 		}
 		far.settle(t, "m1", nil)
 		far.settle(t, "m3", ErrQueueFull)
-		for _, want := range []string{"RESPONSE Success", "RESPONSE Success", "RESPONSE Failure", "LIST alice"} {
+		for _, want := range []string{"RESPONSE ok", "RESPONSE ok", "RESPONSE failure", "LIST alice"} {
 			if got := describe(a.next()); got != want {
 				t.Fatalf("reply %s, want %s", got, want)
 			}

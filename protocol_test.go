@@ -32,12 +32,12 @@ func TestProtocolRateLimitCounts(t *testing.T) {
 	b = AppendLogin(b, "late")
 	r.send(b)
 	want := []string{
-		"RESPONSE Malformed packet",
+		"RESPONSE malformed packet",
 		"LIST",
-		"RESPONSE Malformed packet",
-		"RESPONSE Failure",
-		"RESPONSE Failure",
-		"RESPONSE Failure",
+		"RESPONSE malformed packet",
+		"RESPONSE failure",
+		"RESPONSE failure",
+		"RESPONSE failure",
 	}
 	var got []string
 	for range want {
@@ -111,7 +111,7 @@ func TestProtocolOversizeAfterOwedReplies(t *testing.T) {
 	r.send(b)
 	got, err := r.readToEnd("pipelined, then a length beyond the limit")
 	replies := slices.DeleteFunc(slices.Clone(got), func(d string) bool { return strings.HasPrefix(d, "SENDTO") })
-	want := []string{"RESPONSE Success", "LIST eve", "RESPONSE Success", "RESPONSE Malformed packet", "RESPONSE Malformed packet"}
+	want := []string{"RESPONSE ok", "LIST eve", "RESPONSE ok", "RESPONSE malformed packet", "RESPONSE malformed packet"}
 	if !slices.Equal(replies, want) || len(got) != len(want)+1 {
 		t.Errorf("got %q, then %v; want the replies %q and one SENDTO", got, err, want)
 	}

@@ -135,7 +135,7 @@ func TestServerSendTo(t *testing.T) {
 
 		// To oneself: Success and the message, in either order.
 		a.send(AppendSendTo(nil, "alice", "me"))
-		a.expectInAnyOrder("RESPONSE Success", "SENDTO alice: me")
+		a.expectInAnyOrder("RESPONSE ok", "SENDTO alice: me")
 
 		// Messages from one sender to one recipient arrive in order, and
 		// replies come in the order of the requests, even pipelined.
@@ -235,7 +235,7 @@ func TestServerMalformed(t *testing.T) {
 		} {
 			a.send(withBody(tt.body...))
 			if f := a.next(); f.Type != TypeResponse || f.Result != ResultMalformed {
-				t.Fatalf("%s: reply %s, want RESPONSE Malformed packet", tt.what, describe(f))
+				t.Fatalf("%s: reply %s, want RESPONSE malformed packet", tt.what, describe(f))
 			}
 		}
 		// The connection goes on, still logged in, the stream in step.
@@ -243,7 +243,7 @@ func TestServerMalformed(t *testing.T) {
 			t.Fatalf("list after malformed frames = %q", got)
 		}
 		a.send(AppendSendTo(nil, "alice", "still here"))
-		a.expectInAnyOrder("RESPONSE Success", "SENDTO alice: still here")
+		a.expectInAnyOrder("RESPONSE ok", "SENDTO alice: still here")
 		if st := ts.srv.Stats(); st.FramesIn["malformed"] != 13 {
 			t.Errorf("Stats().FramesIn[malformed] = %d, want 13", st.FramesIn["malformed"])
 		}
@@ -277,7 +277,7 @@ func TestServerOversize(t *testing.T) {
 		// Only that connection: bob goes on, and alice is logged out.
 		eventually(t, "alice logged out", func() bool { return slices.Equal(b.list(), []string{"bob"}) })
 		b.send(AppendSendTo(nil, "bob", "ok"))
-		b.expectInAnyOrder("RESPONSE Success", "SENDTO bob: ok")
+		b.expectInAnyOrder("RESPONSE ok", "SENDTO bob: ok")
 		if st := ts.srv.Stats(); st.FramesTooLarge != 1 {
 			t.Errorf("Stats().FramesTooLarge = %d, want 1", st.FramesTooLarge)
 		}

@@ -158,9 +158,9 @@ func TestStats(t *testing.T) {
 	srv := ss.srv
 	defer srv.Close()
 	const (
-		ok        = "RESPONSE Success"
-		failure   = "RESPONSE Failure"
-		malformed = "RESPONSE Malformed packet"
+		ok        = "RESPONSE ok"
+		failure   = "RESPONSE failure"
+		malformed = "RESPONSE malformed packet"
 	)
 
 	alice, bob := ss.connect(t), ss.connect(t)

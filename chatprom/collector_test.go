@@ -190,7 +190,7 @@ func TestCollector(t *testing.T) {
 			replies = append(replies, f.Type.String())
 		}
 	}
-	want := "Malformed packet" + strings.Repeat(" LIST", 9) + " Failure Failure"
+	want := "malformed packet" + strings.Repeat(" LIST", 9) + " failure failure"
 	if got := strings.Join(replies, " "); got != want {
 		t.Fatalf("replies to the raw frames: %s, want %s", got, want)
 	}

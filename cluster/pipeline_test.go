@@ -39,7 +39,7 @@ func (r *rawConn) send(frames ...[]byte) {
 	}
 }
 
-// reply reads the next frame, described as "Success", "Failure",
+// reply reads the next frame, described as "ok", "failure",
 // "LIST a b" or "SENDTO from: text".
 func (r *rawConn) reply() string {
 	r.t.Helper()
@@ -76,18 +76,18 @@ func TestPipelinedAcrossNodes(t *testing.T) {
 		frame []byte
 		want  string
 	}{
-		{chat.AppendLogin(nil, "alice"), "Success"},
-		{chat.AppendSendTo(nil, "bob", "1"), "Success"},
-		{chat.AppendSendTo(nil, "amy", "2"), "Success"},
+		{chat.AppendLogin(nil, "alice"), "ok"},
+		{chat.AppendSendTo(nil, "bob", "1"), "ok"},
+		{chat.AppendSendTo(nil, "amy", "2"), "ok"},
 		{chat.AppendList(nil), "LIST alice amy bob carol"},
-		{chat.AppendSendTo(nil, "carol", "3"), "Success"},
-		{chat.AppendSendTo(nil, "nobody", "4"), "Failure"},
-		{chat.AppendSendTo(nil, "bob", "5"), "Success"},
-		{chat.AppendLogout(nil), "Success"},
-		{chat.AppendSendTo(nil, "bob", "6"), "Failure"}, // not logged in
-		{chat.AppendLogin(nil, "alice2"), "Success"},
-		{chat.AppendSendTo(nil, "carol", "7"), "Success"},
-		{chat.AppendSendTo(nil, "bob", "8"), "Success"},
+		{chat.AppendSendTo(nil, "carol", "3"), "ok"},
+		{chat.AppendSendTo(nil, "nobody", "4"), "failure"},
+		{chat.AppendSendTo(nil, "bob", "5"), "ok"},
+		{chat.AppendLogout(nil), "ok"},
+		{chat.AppendSendTo(nil, "bob", "6"), "failure"}, // not logged in
+		{chat.AppendLogin(nil, "alice2"), "ok"},
+		{chat.AppendSendTo(nil, "carol", "7"), "ok"},
+		{chat.AppendSendTo(nil, "bob", "8"), "ok"},
 		{chat.AppendList(nil), "LIST alice2 amy bob carol"},
 	}
 	var frames [][]byte
@@ -132,7 +132,7 @@ func TestManySendersAcrossNodes(t *testing.T) {
 		r := dialRaw(t, n[i%3])
 		name := fmt.Sprintf("s%d", i)
 		r.send(chat.AppendLogin(nil, name))
-		if got := r.reply(); got != "Success" {
+		if got := r.reply(); got != "ok" {
 			t.Fatalf("login %s: %s", name, got)
 		}
 		wg.Go(func() {
@@ -145,7 +145,7 @@ func TestManySendersAcrossNodes(t *testing.T) {
 				}
 				r.send(frames...)
 				for range frames {
-					if got := r.reply(); got != "Success" {
+					if got := r.reply(); got != "ok" {
 						t.Errorf("%s: %s", name, got)
 						return
 					}
@@ -197,7 +197,7 @@ func TestFaultsMidBatch(t *testing.T) {
 				r := dialRaw(t, n[0])
 				conns = append(conns, r)
 				r.send(chat.AppendLogin(nil, name))
-				if got := r.reply(); got != "Success" {
+				if got := r.reply(); got != "ok" {
 					t.Fatalf("login %s: %s", name, got)
 				}
 				wg.Go(func() {
@@ -253,7 +253,7 @@ func TestFaultsMidBatch(t *testing.T) {
 					}
 					eventually(t, fmt.Sprintf("s%d's marker to %s", i, u.name), func() bool {
 						r.send(chat.AppendSendTo(nil, u.name, "end"))
-						return r.reply() == "Success"
+						return r.reply() == "ok"
 					})
 				}
 			}
@@ -304,7 +304,7 @@ func (h *faultHistory) successesSince(mark int) int {
 	defer h.mu.Unlock()
 	n := 0
 	for _, m := range h.order[mark:] {
-		if h.outcome[m] == "Success" {
+		if h.outcome[m] == "ok" {
 			n++
 		}
 	}
@@ -361,19 +361,19 @@ func (h *faultHistory) check(t *testing.T) {
 		case got > 1:
 			violations++
 			t.Errorf("%+v received %d times", m, got)
-		case outcome == "Failure" && got > 0:
+		case outcome == "failure" && got > 0:
 			violations++
 			t.Errorf("%+v told Failure, yet received", m)
-		case outcome == "Success" && got == 0 && !h.dead[m.to]:
+		case outcome == "ok" && got == 0 && !h.dead[m.to]:
 			violations++
 			t.Errorf("%+v told Success, never received", m)
-		case outcome == "Success" && got == 0:
+		case outcome == "ok" && got == 0:
 			lostWithConn++
 		}
 		switch outcome {
-		case "Success":
+		case "ok":
 			ok++
-		case "Failure":
+		case "failure":
 			failed++
 		default:
 			violations++
@@ -412,7 +412,7 @@ func TestStalledNode(t *testing.T) {
 	bob := login(t, n2, "bob")
 	r := dialRaw(t, n1)
 	r.send(chat.AppendLogin(nil, "alice"))
-	if got := r.reply(); got != "Success" {
+	if got := r.reply(); got != "ok" {
 		t.Fatalf("login: %s", got)
 	}
 
@@ -428,7 +428,7 @@ func TestStalledNode(t *testing.T) {
 		t.Errorf("sendto requests read: %d, want MaxPending = %d", got, maxPending)
 	}
 	for i := range total {
-		if got := r.reply(); got != "Success" && got != "Failure" {
+		if got := r.reply(); got != "ok" && got != "failure" {
 			t.Fatalf("reply %d: %s", i, got)
 		}
 	}
@@ -443,7 +443,7 @@ func TestStalledNode(t *testing.T) {
 	eventually(t, "bob to log in on n2 again", func() bool { return bob2.Login(ctx(t), "bob") == nil })
 	eventually(t, "bob to be reachable again", func() bool {
 		r.send(chat.AppendSendTo(nil, "bob", "after"))
-		return r.reply() == "Success"
+		return r.reply() == "ok"
 	})
 	select {
 	case m := <-bob2.msgs:

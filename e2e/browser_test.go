@@ -23,7 +23,8 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
-	"github.com/seedchat/chat"
+
+	"github.com/seedchat/chat/cli"
 	"github.com/seedchat/chat/internal/natstest"
 )
 
@@ -288,6 +289,9 @@ func TestBrowserChat(t *testing.T) {
 	ann.do(chromedp.Click(`#conversations li:nth-child(1) button`))
 	ann.waitMessage("ben: " + hostile)
 	cli.do("sendto ann zero\u200bwidth", "Success")
+	// Clicked once the list has been redrawn for the message, or the click
+	// may find the button it looked up gone.
+	ann.waitText("#conversations", "bencli (1 new)")
 	ann.do(chromedp.Click(`#conversations li:nth-child(2) button`))
 	ann.waitMessage(`cli: zero\u200bwidth`)
 	if n := eval[int](ann, `document.querySelectorAll("#messages img, #conversations img").length`); n != 0 {
@@ -421,7 +425,7 @@ func TestBrowserEscape(t *testing.T) {
 	srv := startWebServer(t, "127.0.0.1:0", "")
 	p := openPage(t, newBrowser(t), "page", srv.url)
 	tests := []struct {
-		in, want string // chat.Escape agrees with the page
+		in, want string // cli.Escape agrees with the page
 	}{
 		{"plain text", "plain text"},
 		{`back\slash é ☃ 😀 ي`, `back\slash é ☃ 😀 ي`},
@@ -467,8 +471,8 @@ func TestBrowserEscape(t *testing.T) {
 		if got[i] != tt.want {
 			t.Errorf("escapeBytes(%q) = %q, want %q", tt.in, got[i], tt.want)
 		}
-		if g := chat.Escape(tt.in); g != tt.want {
-			t.Errorf("chat.Escape(%q) = %q, want %q as the page", tt.in, g, tt.want)
+		if g := cli.Escape(tt.in); g != tt.want {
+			t.Errorf("cli.Escape(%q) = %q, want %q as the page", tt.in, g, tt.want)
 		}
 	}
 	// escapeText, for JavaScript strings, agrees on valid text.

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/cli"
 	"github.com/seedchat/chat/internal/cmdline"
 )
 
@@ -167,9 +168,9 @@ func run(args []string) int {
 	}
 
 	// At a terminal, a readline prompt; otherwise plain lines.
-	var in chat.LineReader
+	var in cli.LineReader
 	var out io.Writer = os.Stdout
-	var con *chat.Console
+	var con *cli.Console
 	interactive := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
 	if interactive {
 		if cfg.history != "" {
@@ -196,9 +197,9 @@ func run(args []string) int {
 		defer p.Close()
 		in, out = p, rl.Stdout()
 	} else {
-		in = chat.NewLineReader(os.Stdin)
+		in = cli.NewLineReader(os.Stdin)
 	}
-	con = chat.NewConsole(out)
+	con = cli.NewConsole(out)
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 	opts := []chat.Option{chat.OnMessage(con.PrintMessage)}

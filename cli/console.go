@@ -1,4 +1,4 @@
-package chat
+package cli
 
 import (
 	"bufio"
@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/seedchat/chat"
 )
 
 // LineReader yields the lines a user types, without their line ends. It
@@ -98,8 +100,9 @@ func NewConsole(out io.Writer) *Console {
 }
 
 // PrintMessage prints an incoming message as "sender: text". It is a
-// MessageHandler: pass it to Dial or NewClient with OnMessage.
-func (con *Console) PrintMessage(m Message) {
+// chat.MessageHandler: pass it to chat.Dial or chat.NewClient with
+// chat.OnMessage.
+func (con *Console) PrintMessage(m chat.Message) {
 	con.mu.Lock()
 	defer con.mu.Unlock()
 	con.println(Escape(m.From) + ": " + Escape(m.Text))
@@ -129,7 +132,7 @@ func (con *Console) println(line string) {
 // in is under way (the connection ended, say), it closes in when in is an
 // io.Closer, to end that read, and returns without waiting for the read to
 // end: a read from a terminal cannot be interrupted. Run does not close c.
-func (con *Console) Run(ctx context.Context, c *Client, in LineReader) error {
+func (con *Console) Run(ctx context.Context, c *chat.Client, in LineReader) error {
 	type result struct {
 		line string
 		err  error
@@ -193,7 +196,8 @@ func (con *Console) Run(ctx context.Context, c *Client, in LineReader) error {
 		}
 		cmd, err := parseLine(r.line, r.err)
 		if err != nil {
-			con.Print(err.Error())
+			w, _ := words(err) // ParseCommand's errors all have words
+			con.Print(w)
 			continue
 		}
 		if cmd.Kind == CommandExit {
@@ -213,7 +217,7 @@ func parseLine(line string, readErr error) (Command, error) {
 		return cmd, err
 	}
 	if cmd.Kind == CommandSendTo {
-		return Command{}, ErrBadMessage
+		return Command{}, chat.ErrBadMessage
 	}
 	return Command{}, ErrInvalidCommand
 }
@@ -222,7 +226,7 @@ func parseLine(line string, readErr error) (Command, error) {
 // Success, Failure, Malformed packet, or the list of names. It returns an
 // error only if the reply could not be had: the connection ended (c.Err())
 // or ctx did. CommandNone and CommandExit do nothing.
-func (con *Console) Execute(ctx context.Context, c *Client, cmd Command) error {
+func (con *Console) Execute(ctx context.Context, c *chat.Client, cmd Command) error {
 	var err error
 	switch cmd.Kind {
 	case CommandLogin:
@@ -241,16 +245,11 @@ func (con *Console) Execute(ctx context.Context, c *Client, cmd Command) error {
 	default:
 		return nil
 	}
-	switch {
-	case err == nil:
-		con.Print(ResultOK.String())
-	case errors.Is(err, ErrFailure):
-		con.Print(ResultFailure.String())
-	case errors.Is(err, ErrMalformedPacket):
-		con.Print(ResultMalformed.String())
-	default:
+	w, ok := words(err)
+	if !ok {
 		return err
 	}
+	con.Print(w)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package chat
+package cli
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seedchat/chat"
 )
 
 // syncBuffer is a bytes.Buffer safe for the Console's concurrent writes and
@@ -62,23 +64,23 @@ func (b *syncBuffer) String() string {
 // consoleRig is a server with consoles attached over net.Pipe.
 type consoleRig struct {
 	t   *testing.T
-	srv *Server
+	srv *chat.Server
 }
 
 func newConsoleRig(t *testing.T) *consoleRig {
 	t.Helper()
-	srv := &Server{}
+	srv := &chat.Server{}
 	t.Cleanup(func() { srv.Close() })
 	return &consoleRig{t: t, srv: srv}
 }
 
 // attach connects a new client whose messages the returned console prints.
-func (r *consoleRig) attach() (*Console, *Client, *syncBuffer) {
+func (r *consoleRig) attach() (*Console, *chat.Client, *syncBuffer) {
 	out := &syncBuffer{}
 	con := NewConsole(out)
 	a, b := net.Pipe()
 	go r.srv.ServeConn(a)
-	c := NewClient(b, OnMessage(con.PrintMessage))
+	c := chat.NewClient(b, chat.OnMessage(con.PrintMessage))
 	r.t.Cleanup(func() { c.Close() })
 	return con, c, out
 }
@@ -89,10 +91,10 @@ func TestConsoleScript(t *testing.T) {
 
 	// bob is logged in through the library, so that alice has someone to
 	// talk to; his messages are collected on a channel.
-	got := make(chan Message, 10)
+	got := make(chan chat.Message, 10)
 	a, b := net.Pipe()
 	go rig.srv.ServeConn(a)
-	bob := NewClient(b, OnMessage(func(m Message) { got <- m }))
+	bob := chat.NewClient(b, chat.OnMessage(func(m chat.Message) { got <- m }))
 	defer bob.Close()
 	if err := bob.Login(ctx, "bob"); err != nil {
 		t.Fatal(err)
@@ -114,8 +116,8 @@ func TestConsoleScript(t *testing.T) {
 		"sendto carol hello",
 		"sendto bob",
 		"sendto bob ",
-		"sendto bob " + strings.Repeat("é", MaxTextLen+1),
-		"sendto this-name-is-far-too-long " + strings.Repeat("x", MaxTextLen+1),
+		"sendto bob " + strings.Repeat("é", chat.MaxTextLen+1),
+		"sendto this-name-is-far-too-long " + strings.Repeat("x", chat.MaxTextLen+1),
 		"logout",
 		"logout",
 		"list\r",
@@ -154,7 +156,7 @@ func TestConsoleScript(t *testing.T) {
 	}
 	select {
 	case m := <-got:
-		if m != (Message{From: "alice", Text: "  hi  "}) {
+		if m != (chat.Message{From: "alice", Text: "  hi  "}) {
 			t.Errorf("bob got %+v", m)
 		}
 	case <-ctx.Done():
@@ -169,20 +171,20 @@ func TestConsolePrintsMessagesEscaped(t *testing.T) {
 	ctx := testCtx(t)
 	out := &syncBuffer{}
 	con := NewConsole(out)
-	c, srv := fakeServer(t, OnMessage(con.PrintMessage))
+	c, srv := fakeServer(t, chat.OnMessage(con.PrintMessage))
 	in, feed := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- con.Run(ctx, c, NewLineReader(in)) }()
 
-	srv.send(AppendMessage(nil, "alice\u202e", []byte("\x1b[2Jgotcha\tback\\slash\u200b\u00ad")))
+	srv.send(chat.AppendMessage(nil, "alice\u202e", []byte("\x1b[2Jgotcha\tback\\slash\u200b\u00ad")))
 	out.waitFor(t, `alice\u202e: \x1b[2Jgotcha\tback\slash\u200b\u00ad`+"\n")
-	srv.send(AppendMessage(nil, "x\u200by", []byte("I am alice")))
+	srv.send(chat.AppendMessage(nil, "x\u200by", []byte("I am alice")))
 	out.waitFor(t, `x\u200by: I am alice`+"\n")
 	io.WriteString(feed, "list\n")
-	if f := srv.next(); f.Type != TypeList {
+	if f := srv.next(); f.Type != chat.TypeList {
 		t.Fatalf("the server got %v, want list", f.Type)
 	}
-	srv.send(AppendNames(nil, []string{"alice\u202e", "alice\ufeff", "bob"}))
+	srv.send(chat.AppendNames(nil, []string{"alice\u202e", "alice\ufeff", "bob"}))
 	out.waitFor(t, `alice\u202e alice\ufeff bob`+"\n")
 	feed.Close() // end of input acts as exit
 	if err := <-done; err != nil {
@@ -192,13 +194,13 @@ func TestConsolePrintsMessagesEscaped(t *testing.T) {
 
 func TestConsoleEndsWhenServerCloses(t *testing.T) {
 	ctx := testCtx(t)
-	srv := &Server{}
+	srv := &chat.Server{}
 	out := &syncBuffer{}
 	con := NewConsole(out)
 	a, b := net.Pipe()
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeConn(a) }()
-	c := NewClient(b, OnMessage(con.PrintMessage))
+	c := chat.NewClient(b, chat.OnMessage(con.PrintMessage))
 	defer c.Close()
 
 	in, feed := io.Pipe() // never written: the console waits for input
@@ -212,8 +214,8 @@ func TestConsoleEndsWhenServerCloses(t *testing.T) {
 	<-served
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) || !errors.Is(err, io.EOF) {
-			t.Errorf("Run = %v, want ErrClosed and io.EOF", err)
+		if !errors.Is(err, chat.ErrClosed) || !errors.Is(err, io.EOF) {
+			t.Errorf("Run = %v, want chat.ErrClosed and io.EOF", err)
 		}
 	case <-ctx.Done():
 		t.Fatal("Run did not return when the server closed the connection")
@@ -277,7 +279,7 @@ func TestConsoleComplete(t *testing.T) {
 		t.Fatal(err)
 	}
 	// zed is not in the list, but a message from him makes him known.
-	con.PrintMessage(Message{From: "zed", Text: "hi"})
+	con.PrintMessage(chat.Message{From: "zed", Text: "hi"})
 
 	tests := []struct {
 		line    string
