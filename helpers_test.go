@@ -478,7 +478,7 @@ func failureDelta(before, after Stats) map[string]uint64 {
 	d := map[string]uint64{}
 	for k, v := range after.Failures {
 		if v != before.Failures[k] {
-			d[k] = v - before.Failures[k]
+			d[k.String()] = v - before.Failures[k]
 		}
 	}
 	return d

@@ -426,8 +426,8 @@ func TestHostileUnknownTypes(t *testing.T) {
 	r.send(AppendSendTo(nil, "alice", "sorry"))
 	r.expect(ResultOK, "sendto after the malformed frames")
 	e.alice.expectMessage(t, "typo", "sorry")
-	if n := e.srv.Stats().FramesIn["malformed"]; n != uint64(len(cases)) {
-		t.Errorf(`Stats().FramesIn["malformed"] = %d, want %d`, n, len(cases))
+	if n := e.srv.Stats().Malformed; n != uint64(len(cases)) {
+		t.Errorf(`Stats().Malformed = %d, want %d`, n, len(cases))
 	}
 	r.c.Close()
 	e.check(t)
@@ -560,8 +560,8 @@ func TestHostileSameNameRace(t *testing.T) {
 		e.waitConns(t, 2)
 		e.alice.expectList(t, "alice", "bob") // the winner was logged out
 	}
-	if n := e.srv.Stats().Failures["name_taken"]; n != rounds*(conns-1) {
-		t.Errorf(`Stats().Failures["name_taken"] = %d, want %d`, n, rounds*(conns-1))
+	if n := e.srv.Stats().Failures[FailNameTaken]; n != rounds*(conns-1) {
+		t.Errorf(`Stats().Failures[FailNameTaken] = %d, want %d`, n, rounds*(conns-1))
 	}
 	e.check(t)
 }

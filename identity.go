@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 )
 
@@ -37,17 +36,17 @@ func CertifiedLogin(conn net.Conn, name string) error {
 	if ValidateName(name) != nil {
 		return fmt.Errorf("%w: %+q is not a valid user name", ErrNotCertified, name)
 	}
-	if !slices.Contains(CertificateNames(state.VerifiedChains[0][0]), name) {
+	if !slices.Contains(certificateNames(state.VerifiedChains[0][0]), name) {
 		return fmt.Errorf("%w: %q", ErrNotCertified, name)
 	}
 	return nil
 }
 
-// CertificateNames returns the user names a client certificate vouches
+// certificateNames returns the user names a client certificate vouches
 // for: those of its subject common name and its DNS and e-mail subject
 // alternative names that are valid user names (ValidateName), in that
 // order.
-func CertificateNames(cert *x509.Certificate) []string {
+func certificateNames(cert *x509.Certificate) []string {
 	var names []string
 	if ValidateName(cert.Subject.CommonName) == nil {
 		names = append(names, cert.Subject.CommonName)
@@ -72,17 +71,4 @@ func MutualTLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config
 		ClientCAs:    clientCAs,
 		MinVersion:   tls.VersionTLS12,
 	}
-}
-
-// LoadCertPool reads the PEM certificates in file into a new pool.
-func LoadCertPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no PEM certificate found", file)
-	}
-	return pool, nil
 }

@@ -10,13 +10,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -300,7 +297,7 @@ func TestMutualTLSCertifiedLogin(t *testing.T) {
 	}
 	// alice: bob, Alice; bob: 5 names; carol: 1; alice2: 1 name taken.
 	st := is.srv.Stats()
-	if st.Failures[FailVetoed.String()] != 8 || st.Failures[FailNameTaken.String()] != 1 {
+	if st.Failures[FailVetoed] != 8 || st.Failures[FailNameTaken] != 1 {
 		t.Errorf("failures %v; want 8 vetoed and 1 name_taken", failureDelta(Stats{}, st))
 	}
 }
@@ -404,64 +401,8 @@ func TestCertificateNames(t *testing.T) {
 			EmailAddresses: []string{"a\u00ad@example.org", "carol@example.org", "a-very-long-address@example.org"},
 		}, []string{"bob", "carol@example.org"}},
 	} {
-		if got := CertificateNames(&c.cert); !slices.Equal(got, c.want) {
-			t.Errorf("%s: CertificateNames = %q, want %q", c.what, got, c.want)
-		}
-	}
-}
-
-func TestLoadCertPool(t *testing.T) {
-	ca, other := identityNewCA(t, "chat CA"), identityNewCA(t, "another CA")
-	certPEM := func(ca *identityCA) []byte {
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-	}
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-
-	pool, err := LoadCertPool(write("ca.pem", certPEM(ca)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !pool.Equal(ca.pool) {
-		t.Error("the pool loaded is not the CA's")
-	}
-
-	// Two certificates, with text around them as openssl writes it.
-	both := slices.Concat([]byte("subject=CN = chat CA\n"), certPEM(ca), []byte("\n"), certPEM(other))
-	pool, err = LoadCertPool(write("both.pem", both))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := ca.pool.Clone()
-	want.AddCert(other.cert)
-	if !pool.Equal(want) {
-		t.Error("the pool loaded from two certificates holds something else")
-	}
-
-	if _, err := LoadCertPool(filepath.Join(dir, "missing.pem")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing file: %v, want ErrNotExist", err)
-	}
-	key, err := x509.MarshalECPrivateKey(ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, data := range map[string][]byte{
-		"empty.pem": nil,
-		"text.pem":  []byte("not a certificate\n"),
-		"key.pem":   pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: key}),
-		"der.crt":   ca.cert.Raw,
-	} {
-		path := write(name, data)
-		if pool, err := LoadCertPool(path); err == nil || pool != nil {
-			t.Errorf("%s: loaded (%v), want an error", name, err)
-		} else if !strings.Contains(err.Error(), path) {
-			t.Errorf("%s: the error %q does not name the file", name, err)
+		if got := certificateNames(&c.cert); !slices.Equal(got, c.want) {
+			t.Errorf("%s: certificateNames = %q, want %q", c.what, got, c.want)
 		}
 	}
 }

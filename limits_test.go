@@ -241,8 +241,8 @@ func TestLimitsSlowConsumer(t *testing.T) {
 		t.Errorf("sendto the dropped sink: %v, want Failure", err)
 	}
 	st := e.srv.Stats()
-	if st.SlowConsumers != 1 || st.Failures["queue_full"] == 0 {
-		t.Errorf("Stats(): SlowConsumers %d, queue_full failures %d; want 1 and some", st.SlowConsumers, st.Failures["queue_full"])
+	if st.SlowConsumers != 1 || st.Failures[FailQueueFull] == 0 {
+		t.Errorf("Stats(): SlowConsumers %d, queue_full failures %d; want 1 and some", st.SlowConsumers, st.Failures[FailQueueFull])
 	}
 	t.Logf("%d messages of 60 KB queued for the sink, %d refused; failures %v", sent.Load(), refused.Load(), failureDelta(Stats{}, st))
 	sink.c.Close()
@@ -440,10 +440,10 @@ func TestLimitsFlood(t *testing.T) {
 		}
 	}
 	st := e.srv.Stats()
-	if st.FloodsDropped != 1 || st.Failures["rate_limited"] < 20 {
-		t.Errorf("Stats(): FloodsDropped %d, rate_limited failures %d; want 1 and at least 20", st.FloodsDropped, st.Failures["rate_limited"])
+	if st.FloodsDropped != 1 || st.Failures[FailRateLimited] < 20 {
+		t.Errorf("Stats(): FloodsDropped %d, rate_limited failures %d; want 1 and at least 20", st.FloodsDropped, st.Failures[FailRateLimited])
 	}
-	t.Logf("flood: %d replies read (%d Failure), then %v; %d requests refused in all", len(got), failures, err, st.Failures["rate_limited"])
+	t.Logf("flood: %d replies read (%d Failure), then %v; %d requests refused in all", len(got), failures, err, st.Failures[FailRateLimited])
 	e.check(t)
 }
 

@@ -284,7 +284,7 @@ func TestServerRefusesNames(t *testing.T) {
 				t.Errorf("%s: login %+q answered %s, want Failure", tt.why, tt.name, describe(f))
 			}
 		}
-		if got := ts.srv.Stats().Failures[FailBadName.String()]; got != uint64(len(refusedNames)) {
+		if got := ts.srv.Stats().Failures[FailBadName]; got != uint64(len(refusedNames)) {
 			t.Errorf("bad_name failures = %d, want %d", got, len(refusedNames))
 		}
 		for _, tt := range acceptedNames {
@@ -325,10 +325,10 @@ func TestServerLookalikes(t *testing.T) {
 			b.do(AppendLogout(nil), ResultOK)
 		}
 		st := ts.srv.Stats()
-		if got := st.Failures[FailLookalike.String()]; got != uint64(refused) {
+		if got := st.Failures[FailLookalike]; got != uint64(refused) {
 			t.Errorf("lookalike failures = %d, want %d", got, refused)
 		}
-		if got := st.Failures[FailNameTaken.String()]; got != 0 {
+		if got := st.Failures[FailNameTaken]; got != 0 {
 			t.Errorf("name_taken failures = %d, want 0", got)
 		}
 	})

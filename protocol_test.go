@@ -50,7 +50,7 @@ func TestProtocolRateLimitCounts(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("replies\n%q\nwant\n%q", got, want)
 	}
-	if n := hs.srv.Stats().Failures["rate_limited"]; n != 3 {
+	if n := hs.srv.Stats().Failures[FailRateLimited]; n != 3 {
 		t.Errorf("rate_limited failures: %d, want 3", n)
 	}
 }

@@ -244,8 +244,8 @@ func TestServerMalformed(t *testing.T) {
 		}
 		a.send(AppendSendTo(nil, "alice", "still here"))
 		a.expectInAnyOrder("RESPONSE ok", "SENDTO alice: still here")
-		if st := ts.srv.Stats(); st.FramesIn["malformed"] != 13 {
-			t.Errorf("Stats().FramesIn[malformed] = %d, want 13", st.FramesIn["malformed"])
+		if st := ts.srv.Stats(); st.Malformed != 13 {
+			t.Errorf("Stats().FramesIn[malformed] = %d, want 13", st.Malformed)
 		}
 	})
 }
@@ -342,8 +342,8 @@ func TestServerFilters(t *testing.T) {
 		a.do(AppendSendTo(nil, "bob", "ham"), ResultOK)
 		<-messages
 		b.expectMessage("alice", "ham") // and not the spam
-		if st := ts.srv.Stats(); st.Failures["vetoed"] != 2 {
-			t.Errorf("Stats().Failures[vetoed] = %d, want 2", st.Failures["vetoed"])
+		if st := ts.srv.Stats(); st.Failures[FailVetoed] != 2 {
+			t.Errorf("Stats().Failures[vetoed] = %d, want 2", st.Failures[FailVetoed])
 		}
 	})
 }
@@ -528,8 +528,8 @@ func TestServerQueueFull(t *testing.T) {
 			accepted++
 		}
 		st := srv.Stats()
-		if st.Failures["queue_full"] != 1 || st.SlowConsumers != 0 {
-			t.Errorf("Failures[queue_full] = %d, SlowConsumers = %d; want 1, 0", st.Failures["queue_full"], st.SlowConsumers)
+		if st.Failures[FailQueueFull] != 1 || st.SlowConsumers != 0 {
+			t.Errorf("Failures[queue_full] = %d, SlowConsumers = %d; want 1, 0", st.Failures[FailQueueFull], st.SlowConsumers)
 		}
 		// Nobody else is held up, and the sink is still there.
 		b.do(AppendSendTo(nil, "alice", "not blocked"), ResultOK)

@@ -20,8 +20,8 @@ const (
 )
 
 var (
-	inNames  = [numIn]string{"login", "list", "sendto", "logout", "malformed"}
-	outKinds = [numOut]string{"response", "list", "sendto"}
+	inTypes  = [inMalformed]FrameType{TypeLogin, TypeList, TypeSendTo, TypeLogout}
+	outTypes = [numOut]FrameType{TypeResponse, TypeNames, TypeMessage}
 )
 
 // counters are the running totals of one connection, or of all the closed
@@ -64,16 +64,18 @@ type Stats struct {
 	TimedOut       uint64 // connections closed by LoginTimeout or FrameTimeout
 	FramesTooLarge uint64 // connections closed after a length beyond MaxFrameSize
 
-	// FramesIn counts the frames received by kind: login, list, sendto,
-	// logout, and malformed for those that could not be parsed.
-	FramesIn map[string]uint64
-	// FramesOut counts the frames queued for clients by kind: response,
-	// list, sendto. A frame queued is not necessarily written: what is
-	// queued for a connection dropped as a slow consumer, or closed at
-	// once, is discarded.
-	FramesOut map[string]uint64
-	// Failures counts the requests answered Failure, by FailureReason.
-	Failures map[string]uint64
+	// FramesIn counts the frames received by type: TypeLogin, TypeList,
+	// TypeSendTo and TypeLogout. Malformed counts those that could not be
+	// parsed, and frames of the server's types sent to it.
+	FramesIn  map[FrameType]uint64
+	Malformed uint64
+	// FramesOut counts the frames queued for clients by type:
+	// TypeResponse, TypeNames and TypeMessage. A frame queued is not
+	// necessarily written: what is queued for a connection dropped as a
+	// slow consumer, or closed at once, is discarded.
+	FramesOut map[FrameType]uint64
+	// Failures counts the requests answered Failure, by reason.
+	Failures map[FailureReason]uint64
 
 	Relayed  uint64 // messages queued for their recipient
 	BytesIn  uint64 // bytes read from clients
@@ -108,21 +110,22 @@ func (s *Server) Stats() Stats {
 		FloodsDropped:  s.events.ended[endedFlooding].Load(),
 		TimedOut:       s.events.ended[endedTimedOut].Load(),
 		FramesTooLarge: s.events.ended[endedTooLarge].Load(),
-		FramesIn:       make(map[string]uint64, numIn),
-		FramesOut:      make(map[string]uint64, numOut),
-		Failures:       make(map[string]uint64, numFailureReasons),
+		FramesIn:       make(map[FrameType]uint64, len(inTypes)),
+		Malformed:      total.framesIn[inMalformed].Load(),
+		FramesOut:      make(map[FrameType]uint64, numOut),
+		Failures:       make(map[FailureReason]uint64, numFailureReasons),
 		Relayed:        total.relayed.Load(),
 		BytesIn:        total.bytesIn.Load(),
 		BytesOut:       total.bytesOut.Load(),
 	}
-	for i, name := range inNames {
-		st.FramesIn[name] = total.framesIn[i].Load()
+	for i, t := range inTypes {
+		st.FramesIn[t] = total.framesIn[i].Load()
 	}
-	for i, name := range outKinds {
-		st.FramesOut[name] = total.framesOut[i].Load()
+	for i, t := range outTypes {
+		st.FramesOut[t] = total.framesOut[i].Load()
 	}
-	for i, name := range failureNames {
-		st.Failures[name] = total.failures[i].Load()
+	for r := range FailureReason(numFailureReasons) {
+		st.Failures[r] = total.failures[r].Load()
 	}
 	return st
 }

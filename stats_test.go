@@ -233,16 +233,19 @@ func TestStats(t *testing.T) {
 	// Every connection is closed: the counts are final.
 	st := srv.Stats()
 	statsCheck(t, "at the end", st, 0, 0, 5, 1, 1, 1, 1)
-	wantIn := map[string]uint64{"login": 7, "list": 21, "sendto": 5, "logout": 2, "malformed": 2}
-	wantOut := map[string]uint64{"response": 19, "list": 21, "sendto": 2}
-	wantFail := map[string]uint64{}
-	for r := range numFailureReasons {
-		wantFail[r.String()] = 0
+	wantIn := map[FrameType]uint64{TypeLogin: 7, TypeList: 21, TypeSendTo: 5, TypeLogout: 2}
+	wantOut := map[FrameType]uint64{TypeResponse: 19, TypeNames: 21, TypeMessage: 2}
+	wantFail := map[FailureReason]uint64{}
+	for r := range FailureReason(numFailureReasons) {
+		wantFail[r] = 0
 	}
-	maps.Copy(wantFail, map[string]uint64{
-		"already_logged_in": 1, "no_recipient": 1, "bad_name": 1, "bad_text": 1,
-		"not_logged_in": 2, "name_taken": 1, "rate_limited": 3,
+	maps.Copy(wantFail, map[FailureReason]uint64{
+		FailAlreadyLoggedIn: 1, FailNoRecipient: 1, FailBadName: 1, FailBadText: 1,
+		FailNotLoggedIn: 2, FailNameTaken: 1, FailRateLimited: 3,
 	})
+	if st.Malformed != 2 {
+		t.Errorf("Malformed = %d, want 2", st.Malformed)
+	}
 	if !maps.Equal(st.FramesIn, wantIn) {
 		t.Errorf("FramesIn = %v, want %v", st.FramesIn, wantIn)
 	}

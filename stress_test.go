@@ -205,9 +205,9 @@ func TestStressNothingLost(t *testing.T) {
 	}
 	failed := sent - succeeded
 	st := srv.Stats()
-	if st.Relayed != uint64(succeeded) || st.Failures[FailQueueFull.String()] != uint64(failed) {
+	if st.Relayed != uint64(succeeded) || st.Failures[FailQueueFull] != uint64(failed) {
 		t.Errorf("Stats: %d relayed and %d refused for a full queue; the clients saw %d Success and %d Failure",
-			st.Relayed, st.Failures[FailQueueFull.String()], succeeded, failed)
+			st.Relayed, st.Failures[FailQueueFull], succeeded, failed)
 	}
 	if st.SlowConsumers != 0 {
 		t.Errorf("Stats: %d slow consumers dropped", st.SlowConsumers)

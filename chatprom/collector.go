@@ -16,6 +16,8 @@
 package chatprom
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/seedchat/chat"
 )
@@ -79,14 +81,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(floodDesc, st.FloodsDropped)
 	counter(timeoutDesc, st.TimedOut)
 	counter(tooLargeDesc, st.FramesTooLarge)
-	for kind, v := range st.FramesIn {
-		counter(framesInDesc, v, kind)
+	for t, v := range st.FramesIn {
+		counter(framesInDesc, v, t.String()) // login, list, sendto, logout
 	}
-	for kind, v := range st.FramesOut {
-		counter(framesOutDesc, v, kind)
+	counter(framesInDesc, st.Malformed, "malformed")
+	for t, v := range st.FramesOut {
+		counter(framesOutDesc, v, strings.ToLower(t.String())) // response, list, sendto
 	}
 	for reason, v := range st.Failures {
-		counter(failuresDesc, v, reason)
+		counter(failuresDesc, v, reason.String())
 	}
 	counter(relayedDesc, st.Relayed)
 	counter(bytesInDesc, st.BytesIn)

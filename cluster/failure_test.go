@@ -115,8 +115,8 @@ func TestNATSRestart(t *testing.T) {
 		t.Errorf("list while NATS is down: %q, want this node's users", got)
 	}
 	st := n[0].srv.Stats()
-	if st.Failures["unavailable"] != 2 {
-		t.Errorf("unavailable failures: %d, want 2", st.Failures["unavailable"])
+	if st.Failures[chat.FailUnavailable] != 2 {
+		t.Errorf("unavailable failures: %d, want 2", st.Failures[chat.FailUnavailable])
 	}
 	// amy leaves while NATS is down: her name is freed when it is back.
 	if err := amy.Logout(ctx(t)); err != nil {

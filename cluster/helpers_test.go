@@ -289,8 +289,8 @@ func cluster3(t *testing.T) (*natsServer, []*node) {
 }
 
 // failures returns the Failures of every node by reason, summed.
-func failures(n []*node) map[string]uint64 {
-	sum := make(map[string]uint64)
+func failures(n []*node) map[chat.FailureReason]uint64 {
+	sum := make(map[chat.FailureReason]uint64)
 	for _, nd := range n {
 		for reason, v := range nd.srv.Stats().Failures {
 			sum[reason] += v

@@ -63,10 +63,10 @@ func TestLookalikesAcrossNodes(t *testing.T) {
 		}
 	}
 	after := failures(n)
-	if got := after["lookalike"] - before["lookalike"]; got != uint64(refused) {
+	if got := after[chat.FailLookalike] - before[chat.FailLookalike]; got != uint64(refused) {
 		t.Errorf("lookalike failures: %d, want %d", got, refused)
 	}
-	if got := after["name_taken"] - before["name_taken"]; got != 0 {
+	if got := after[chat.FailNameTaken] - before[chat.FailNameTaken]; got != 0 {
 		t.Errorf("name_taken failures: %d, want 0", got)
 	}
 
@@ -102,7 +102,7 @@ func TestLookalikeRace(t *testing.T) {
 		won := raceLogins(t, r, users, func(i int) string { return names[racers[i].node] })
 		w := racers[won]
 		after := failures(n)
-		lookalike, taken := after["lookalike"]-before["lookalike"], after["name_taken"]-before["name_taken"]
+		lookalike, taken := after[chat.FailLookalike]-before[chat.FailLookalike], after[chat.FailNameTaken]-before[chat.FailNameTaken]
 		// A client whose node had the same name in flight is told taken;
 		// at least one on the other node meets the winner's key.
 		if lookalike < 1 || lookalike+taken != 2*perNode-1 {

@@ -424,7 +424,7 @@ func TestStalledNode(t *testing.T) {
 	}
 	r.send(frames...)
 	eventually(t, "MaxPending messages to wait for n2", func() bool { return n1.dir.waiting() == maxPending })
-	if got := n1.srv.Stats().FramesIn["sendto"]; got != maxPending {
+	if got := n1.srv.Stats().FramesIn[chat.TypeSendTo]; got != maxPending {
 		t.Errorf("sendto requests read: %d, want MaxPending = %d", got, maxPending)
 	}
 	for i := range total {

@@ -126,7 +126,7 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{ServerName: c.tlsServerName, MinVersion: tls.VersionTLS12}
 	if c.tlsCA != "" {
-		pool, err := chat.LoadCertPool(c.tlsCA)
+		pool, err := cmdline.LoadCertPool(c.tlsCA)
 		if err != nil {
 			return nil, err
 		}

@@ -309,7 +309,7 @@ func serverTLS(cfg *config) (*tls.Config, error) {
 	if cfg.tlsClientCA == "" {
 		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 	}
-	pool, err := chat.LoadCertPool(cfg.tlsClientCA)
+	pool, err := cmdline.LoadCertPool(cfg.tlsClientCA)
 	if err != nil {
 		return nil, fmt.Errorf("-tls-client-ca: %w", err)
 	}

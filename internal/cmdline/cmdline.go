@@ -2,8 +2,10 @@
 package cmdline
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 )
@@ -24,4 +26,17 @@ func Parse(fs *flag.FlagSet, head string, args []string) error {
 		fs.Usage()
 	}
 	return err
+}
+
+// LoadCertPool reads the PEM certificates in file into a new pool.
+func LoadCertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return pool, nil
 }
