@@ -384,9 +384,7 @@ func (c *Client) dispatch(f Frame) error {
 			return fmt.Errorf("%w: LIST in reply to %v", ErrProtocol, cl.kind)
 		}
 		r.names = []string{}
-		for rest := f.Names; len(rest) > 0; {
-			var name []byte
-			name, rest, _ = NextName(rest)
+		for name := range Names(f.Names) {
 			r.names = append(r.names, string(name))
 		}
 	default:

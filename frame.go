@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 )
 
 // FrameType is the type code carried in the first byte of a frame's body.
@@ -120,7 +121,7 @@ type Frame struct {
 	Text []byte
 
 	// Names is the raw payload of TypeNames, already checked to be well
-	// formed; walk it with NextName.
+	// formed; range over Names(f.Names) for the names.
 	Names []byte
 }
 
@@ -156,6 +157,7 @@ func DecodeFrame(body []byte) (Frame, error) {
 			return Frame{}, fmt.Errorf("%w: unknown result code %d", ErrMalformedFrame, p[0])
 		}
 	case TypeNames:
+		// Checked here, with the errors, so that Names need report none.
 		for rest := p; len(rest) > 0 && err == nil; {
 			_, rest, err = cutName(rest)
 		}
@@ -169,24 +171,52 @@ func DecodeFrame(body []byte) (Frame, error) {
 	return f, nil
 }
 
-// cutName splits a length-prefixed name off the front of p.
+// cutName splits a length-prefixed name off the front of p, as NextName
+// does, with an error for the decoder.
 func cutName(p []byte) (name, rest []byte, err error) {
+	name, rest, ok := NextName(p)
+	if !ok {
+		return nil, nil, nameError(p)
+	}
+	return name, rest, nil
+}
+
+// nameError is cutName's error for p, which NextName refused.
+func nameError(p []byte) error {
 	if len(p) == 0 {
-		return nil, nil, fmt.Errorf("%w: missing name length", ErrMalformedFrame)
+		return fmt.Errorf("%w: missing name length", ErrMalformedFrame)
 	}
-	n := int(p[0])
-	if len(p)-1 < n {
-		return nil, nil, fmt.Errorf("%w: name of %d bytes in %d", ErrMalformedFrame, n, len(p)-1)
+	return fmt.Errorf("%w: name of %d bytes in %d", ErrMalformedFrame, int(p[0]), len(p)-1)
+}
+
+// Names returns an iterator over the names of the Names payload of a LIST
+// frame that DecodeFrame accepted, in order. The names alias payload. Of a
+// payload DecodeFrame did not check, the iterator yields the names before
+// the first one cut short, and stops there, as NextName does.
+func Names(payload []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for p := payload; len(p) > 0; {
+			name, rest, ok := NextName(p)
+			if !ok || !yield(name) {
+				return
+			}
+			p = rest
+		}
 	}
-	return p[1 : 1+n], p[1+n:], nil
 }
 
 // NextName splits the first name off the Names payload of a LIST frame that
 // DecodeFrame accepted, returning it and the rest. ok is false when names is
-// empty.
+// empty (or, unchecked, starts with a name cut short). Names walks them all.
 func NextName(names []byte) (name, rest []byte, ok bool) {
-	name, rest, err := cutName(names)
-	return name, rest, err == nil
+	if len(names) == 0 {
+		return nil, nil, false
+	}
+	n := int(names[0])
+	if len(names)-1 < n {
+		return nil, nil, false
+	}
+	return names[1 : 1+n], names[1+n:], true
 }
 
 // The Append functions encode one whole frame, length field included, onto

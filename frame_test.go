@@ -31,12 +31,12 @@ func concat(frames ...[]byte) []byte { return slices.Concat(frames...) }
 func listNames(t testing.TB, names []byte) []string {
 	t.Helper()
 	out := []string{}
-	for rest := names; len(rest) > 0; {
-		name, r, ok := NextName(rest)
-		if !ok {
-			t.Fatalf("NextName failed on % x of a checked LIST", rest)
-		}
-		out, rest = append(out, string(name)), r
+	n := 0
+	for name := range Names(names) {
+		out, n = append(out, string(name)), n+1+len(name)
+	}
+	if n != len(names) {
+		t.Fatalf("Names stopped after %d of the %d bytes of % x, a checked LIST", n, len(names), names)
 	}
 	return out
 }
@@ -223,6 +223,97 @@ func TestNextName(t *testing.T) {
 	got := listNames(t, AppendNames(nil, []string{"alice", "", "Zoë", "bob"})[HeaderSize+1:])
 	if want := []string{"alice", "", "Zoë", "bob"}; !slices.Equal(got, want) {
 		t.Errorf("walked %q, want %q", got, want)
+	}
+}
+
+// TestNames: the iterator yields the names of a well-formed payload, those
+// before the first name cut short of a malformed one, and stops when the
+// loop does.
+func TestNames(t *testing.T) {
+	long := strings.Repeat("n", maxNameBytes)
+	tests := []struct {
+		payload []byte
+		names   []string
+	}{
+		{nil, nil},
+		{[]byte{}, nil},
+		{[]byte{0}, []string{""}},
+		{[]byte{1, 'a'}, []string{"a"}},
+		{[]byte{1, 'a', 2, 'b', 'c'}, []string{"a", "bc"}},
+		{[]byte{0, 1, 'a', 0}, []string{"", "a", ""}},
+		{append([]byte{maxNameBytes}, long...), []string{long}},
+		// Malformed: a name cut short, first or later, and a length byte
+		// with nothing after it.
+		{[]byte{3, 'a', 'b'}, nil},
+		{[]byte{1, 'a', 3, 'b', 'c'}, []string{"a"}},
+		{[]byte{1, 'a', 255}, []string{"a"}},
+		{[]byte{1, 'a', 0, 1}, []string{"a", ""}},
+	}
+	for _, tt := range tests {
+		var got []string
+		for name := range Names(tt.payload) {
+			got = append(got, string(name))
+		}
+		if !slices.Equal(got, tt.names) {
+			t.Errorf("Names(% x) yields %q, want %q", tt.payload, got, tt.names)
+		}
+	}
+
+	// Each cut of a LIST's payload, mid-name or between names: the names
+	// wholly before the cut, and DecodeFrame accepts the cut exactly when
+	// they end there.
+	names := []string{"alice", "", "Zoë", "bob", long}
+	payload := AppendNames(nil, names)[HeaderSize+1:]
+	ends := []int{0}
+	for _, n := range names {
+		ends = append(ends, ends[len(ends)-1]+1+len(n))
+	}
+	for k := range len(payload) + 1 {
+		var got []string
+		for name := range Names(payload[:k]) {
+			got = append(got, string(name))
+		}
+		whole := 0
+		for whole+1 < len(ends) && ends[whole+1] <= k {
+			whole++
+		}
+		if want := names[:whole]; !slices.Equal(got, want) {
+			t.Errorf("Names of the payload cut at %d yields %q, want %q", k, got, want)
+		}
+		_, err := DecodeFrame(append([]byte{byte(TypeNames)}, payload[:k]...))
+		if ok := ends[whole] == k; (err == nil) != ok {
+			t.Errorf("DecodeFrame of the LIST cut at %d: %v; well formed: %v", k, err, ok)
+		}
+	}
+
+	// The loop stops when its body breaks (the iterator would panic if it
+	// went on), and the names alias the payload.
+	p := []byte{1, 'a', 1, 'b', 1, 'c'}
+	var first []byte
+	for name := range Names(p) {
+		first = name
+		break
+	}
+	p[1] = 'z'
+	if string(first) != "z" {
+		t.Errorf("the first name is %q after the payload changed to % x; want it to alias the payload", first, p)
+	}
+}
+
+// TestDecodeFrameNameErrors pins the decoder's errors for names cut short.
+func TestDecodeFrameNameErrors(t *testing.T) {
+	for _, tt := range []struct {
+		body []byte
+		err  string
+	}{
+		{[]byte{byte(TypeLogin)}, "chat: malformed frame: missing name length"},
+		{[]byte{byte(TypeSendTo), 5, 'a'}, "chat: malformed frame: name of 5 bytes in 1"},
+		{[]byte{byte(TypeMessage), 255}, "chat: malformed frame: name of 255 bytes in 0"},
+		{[]byte{byte(TypeNames), 1, 'a', 3, 'b'}, "chat: malformed frame: name of 3 bytes in 1"},
+	} {
+		if _, err := DecodeFrame(tt.body); err == nil || err.Error() != tt.err || !errors.Is(err, ErrMalformedFrame) {
+			t.Errorf("DecodeFrame(% x): %v; want %q", tt.body, err, tt.err)
+		}
 	}
 }
 
@@ -742,8 +833,7 @@ func TestFrameHotPathsAllocateNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for rest := f.Names; len(rest) > 0; {
-				_, rest, _ = NextName(rest)
+			for range Names(f.Names) {
 			}
 		}
 		for range 10_000 { // until the buffer has reached its size
@@ -807,8 +897,7 @@ func BenchmarkDecodeNames(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for rest := f.Names; len(rest) > 0; {
-			_, rest, _ = NextName(rest)
+		for range Names(f.Names) {
 		}
 	}
 }

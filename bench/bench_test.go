@@ -532,6 +532,31 @@ func TestStamp(t *testing.T) {
 	}
 }
 
+// TestSendToFrame: the text that appendSendTo returns, where the stamp is
+// written, is the text the server reads from the frame, and sendToSize is
+// the size of that frame.
+func TestSendToFrame(t *testing.T) {
+	pad := strings.Repeat("x", stampLen+3)
+	for _, to := range []string{"b", "b123-456789", strings.Repeat("é", chat.MaxNameLen)} {
+		buf, text := appendSendTo([]byte("queued"), to, pad)
+		putStamp(text, 12345, 678)
+		frame := buf[len("queued"):]
+		if string(buf[:len("queued")]) != "queued" {
+			t.Errorf("appendSendTo changed what the buffer held: %q", buf[:len("queued")])
+		}
+		if got, want := sendToSize(len(to), pad), len(frame); got != want {
+			t.Errorf("sendToSize(%d, %d bytes) = %d, the frame is %d bytes", len(to), len(pad), got, want)
+		}
+		f, err := chat.NewFrameReader(bytes.NewReader(frame), 0).Next()
+		if err != nil || f.Type != chat.TypeSendTo || string(f.Name) != to {
+			t.Fatalf("the frame to %q reads as %v %q, %v", to, f.Type, f.Name, err)
+		}
+		if ts, seq, ok := parseStamp(f.Text); !ok || ts != 12345 || seq != 678 || string(f.Text[stampLen:]) != pad[stampLen:] {
+			t.Errorf("the frame to %q carries %q (stamp %d, %d, %v)", to, f.Text, ts, seq, ok)
+		}
+	}
+}
+
 // cluster is several in-process servers that act as one chat: they share
 // one MemoryDirectory. It records on which server each user logged in and
 // the messages each relayed.

@@ -10,9 +10,11 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/seedchat/chat"
 )
@@ -29,6 +31,7 @@ type load struct {
 	recv    []seqSet // by the sender's global index: what this process's clients received
 
 	batchSize int // bytes a writer gathers before writing
+	bufSize   int // a writer's buffer: a batch, and the largest frame that ends it
 
 	goTime      int64 // when start was called (now())
 	measureFrom int64 // messages stamped before this are not measured
@@ -75,9 +78,23 @@ func newLoad(cfg Config, offset, total int) *load {
 		pad[i] = 'x'
 	}
 	l.pad = string(pad)
-	frame := chat.HeaderSize + 2 + len(cfg.Prefix) + 6 + cfg.Size
+	frame := sendToSize(len(cfg.Prefix)+6, l.pad) // to Prefix and 6 digits
 	l.batchSize = min(max(cfg.Window*frame, frame), 64<<10)
+	l.bufSize = l.batchSize + sendToSize(chat.MaxNameLen*utf8.UTFMax, l.pad)
 	return l
+}
+
+// sendToSize returns the size of the sendto frame, length field included,
+// that carries pad to a name of n bytes.
+func sendToSize(n int, pad string) int {
+	return len(chat.AppendSendTo(nil, strings.Repeat("x", n), pad))
+}
+
+// appendSendTo appends the sendto frame that carries pad to the user to,
+// and returns it with the frame's text, at its end, to be stamped.
+func appendSendTo(buf []byte, to, pad string) (_, text []byte) {
+	buf = chat.AppendSendTo(buf, to, pad)
+	return buf, buf[len(buf)-len(pad):]
 }
 
 // client is one connection of the load.
@@ -442,7 +459,7 @@ func (c *client) writeLoop() {
 
 	window := uint64(cfg.Window)
 	lowMark := max(window/4, 1) // wake up when this much of the window is free
-	buf := make([]byte, 0, l.batchSize+chat.HeaderSize+2+chat.MaxNameLen*4+cfg.Size)
+	buf := make([]byte, 0, l.bufSize)
 	var rng *rand.Rand
 	if cfg.Mode == Random {
 		rng = rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(l.offset+c.idx)))
@@ -519,9 +536,9 @@ func (c *client) writeLoop() {
 				}
 				to = l.clients[j].name
 			}
-			start := len(buf)
-			buf = chat.AppendSendTo(buf, to, l.pad)
-			putStamp(buf[start+chat.HeaderSize+2+len(to):], stamp, sent)
+			var text []byte
+			buf, text = appendSendTo(buf, to, l.pad)
+			putStamp(text, stamp, sent)
 			sent++
 		}
 		c.sent.Store(sent) // before the write: replies never outnumber it
@@ -634,15 +651,16 @@ func (c *client) ping() {
 		return
 	}
 	c.pings++
-	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, l.pad)
-	putStamp(c.pbuf[chat.HeaderSize+2+len(c.to):], now(), c.sent.Load())
+	var text []byte
+	c.pbuf, text = appendSendTo(c.pbuf[:0], c.to, l.pad)
+	putStamp(text, now(), c.sent.Load())
 	c.send(c.pbuf)
 }
 
 // pong sends a ping back with its time stamp, and its own sequence number.
 func (c *client) pong(text []byte) {
-	c.pbuf = chat.AppendSendTo(c.pbuf[:0], c.to, c.l.pad)
-	text0 := c.pbuf[chat.HeaderSize+2+len(c.to):]
+	var text0 []byte
+	c.pbuf, text0 = appendSendTo(c.pbuf[:0], c.to, c.l.pad)
 	copy(text0, text)
 	putSeq(text0, c.sent.Load())
 	c.send(c.pbuf)

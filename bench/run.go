@@ -272,10 +272,8 @@ func listNames(ctx context.Context, cfg *Config) *ListResult {
 	case f.Type != chat.TypeNames:
 		res.Error = fmt.Sprintf("the server answered %v", f.Type)
 	default:
-		for rest, ok := f.Names, true; ok; {
-			if _, rest, ok = chat.NextName(rest); ok {
-				res.Names++
-			}
+		for range chat.Names(f.Names) {
+			res.Names++
 		}
 	}
 	return res
