@@ -210,7 +210,9 @@ func (c *conn) sendTo(to, text []byte) {
 		if s.OnMessage != nil {
 			c.keepForHook(r.n, string(to), string(text))
 		}
-		if res, settled := c.out.hold(r.n, HeaderSize+len(c.name)+len(to)+len(text)); settled && s.OnMessage != nil {
+		// Held, the reply counts as the message it waits for (and the
+		// recipient's name) against the sender's queue.
+		if res, settled := c.out.hold(r.n, messageSize(c.name, text)+len(to)); settled && s.OnMessage != nil {
 			// Settled before its place was held: settle could not call
 			// the hook, unless it found the message kept.
 			if m, kept := c.takeForHook(r.n); kept && res == ResultOK {
