@@ -107,7 +107,7 @@ var errLogsPending = errors.New("chat: log lines pending")
 // FrameTimeout, a connection not logged in must log in by LoginTimeout.
 func (c *conn) Read(p []byte) (int, error) {
 	var want time.Time
-	if c.fr.Buffered() > 0 {
+	if c.fr.buffered() > 0 {
 		if t := c.srv.frameTimeout(); t > 0 && c.frameBy.IsZero() {
 			c.frameBy = time.Now().Add(t)
 		}
@@ -175,7 +175,7 @@ func (c *conn) readLoop() error {
 		if !c.out.waitRoom(c.flush) {
 			return net.ErrClosed
 		}
-		if c.srv.inShutdown.Load() && c.fr.Buffered() == 0 {
+		if c.srv.inShutdown.Load() && c.fr.buffered() == 0 {
 			return ErrServerClosed
 		}
 		f, err := c.fr.Next()

@@ -171,17 +171,17 @@ func DecodeFrame(body []byte) (Frame, error) {
 	return f, nil
 }
 
-// cutName splits a length-prefixed name off the front of p, as NextName
+// cutName splits a length-prefixed name off the front of p, as nextName
 // does, with an error for the decoder.
 func cutName(p []byte) (name, rest []byte, err error) {
-	name, rest, ok := NextName(p)
+	name, rest, ok := nextName(p)
 	if !ok {
 		return nil, nil, nameError(p)
 	}
 	return name, rest, nil
 }
 
-// nameError is cutName's error for p, which NextName refused.
+// nameError is cutName's error for p, which nextName refused.
 func nameError(p []byte) error {
 	if len(p) == 0 {
 		return fmt.Errorf("%w: missing name length", ErrMalformedFrame)
@@ -192,11 +192,11 @@ func nameError(p []byte) error {
 // Names returns an iterator over the names of the Names payload of a LIST
 // frame that DecodeFrame accepted, in order. The names alias payload. Of a
 // payload DecodeFrame did not check, the iterator yields the names before
-// the first one cut short, and stops there, as NextName does.
+// the first one cut short, and stops there, as nextName does.
 func Names(payload []byte) iter.Seq[[]byte] {
 	return func(yield func([]byte) bool) {
 		for p := payload; len(p) > 0; {
-			name, rest, ok := NextName(p)
+			name, rest, ok := nextName(p)
 			if !ok || !yield(name) {
 				return
 			}
@@ -205,10 +205,10 @@ func Names(payload []byte) iter.Seq[[]byte] {
 	}
 }
 
-// NextName splits the first name off the Names payload of a LIST frame that
+// nextName splits the first name off the Names payload of a LIST frame that
 // DecodeFrame accepted, returning it and the rest. ok is false when names is
 // empty (or, unchecked, starts with a name cut short). Names walks them all.
-func NextName(names []byte) (name, rest []byte, ok bool) {
+func nextName(names []byte) (name, rest []byte, ok bool) {
 	if len(names) == 0 {
 		return nil, nil, false
 	}
@@ -276,9 +276,9 @@ func AppendMessage(dst []byte, from string, text []byte) []byte {
 	return endFrame(dst, start)
 }
 
-// NamesSize returns the body size of the LIST frame that AppendNames would
+// namesSize returns the body size of the LIST frame that AppendNames would
 // encode for names.
-func NamesSize(names []string) int {
+func namesSize(names []string) int {
 	n := 1
 	for _, s := range names {
 		n += 1 + len(s)
@@ -377,9 +377,9 @@ func (fr *FrameReader) tooLarge(size uint32) error {
 	return fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, size, limit)
 }
 
-// Buffered reports how many bytes have been read from the stream but not yet
+// buffered reports how many bytes have been read from the stream but not yet
 // returned as frames.
-func (fr *FrameReader) Buffered() int { return fr.end - fr.start }
+func (fr *FrameReader) buffered() int { return fr.end - fr.start }
 
 // hasFrame reports whether a whole frame is buffered: whether Next will
 // return without reading.

@@ -100,8 +100,8 @@ func TestAppendEncodesProtocolBytes(t *testing.T) {
 		}
 	}
 	for _, names := range [][]string{nil, {""}, {"al", "b"}, {long, "Zoë", "x"}} {
-		if got, want := NamesSize(names), len(AppendNames(nil, names))-HeaderSize; got != want {
-			t.Errorf("NamesSize(%q) = %d, AppendNames encodes %d", names, got, want)
+		if got, want := namesSize(names), len(AppendNames(nil, names))-HeaderSize; got != want {
+			t.Errorf("namesSize(%q) = %d, AppendNames encodes %d", names, got, want)
 		}
 	}
 }
@@ -215,9 +215,9 @@ func TestNextName(t *testing.T) {
 		{[]byte{255}, "", nil, false},
 	}
 	for _, tt := range tests {
-		name, rest, ok := NextName(tt.names)
+		name, rest, ok := nextName(tt.names)
 		if ok != tt.ok || string(name) != tt.name || !bytes.Equal(rest, tt.rest) {
-			t.Errorf("NextName(% x) = %q, % x, %v; want %q, % x, %v", tt.names, name, rest, ok, tt.name, tt.rest, tt.ok)
+			t.Errorf("nextName(% x) = %q, % x, %v; want %q, % x, %v", tt.names, name, rest, ok, tt.name, tt.rest, tt.ok)
 		}
 	}
 	got := listNames(t, AppendNames(nil, []string{"alice", "", "Zoë", "bob"})[HeaderSize+1:])
@@ -720,13 +720,13 @@ func readFrameStream(t *testing.T, data []byte, split bool) []string {
 	fr := NewFrameReader(r, fuzzMaxFrame)
 	var got []string
 	for {
-		at := len(data) - src.Len() - fr.Buffered() // where this frame starts
+		at := len(data) - src.Len() - fr.buffered() // where this frame starts
 		length := -1                                // its length field, if complete
 		if len(data)-at >= HeaderSize {
 			length = int(min(binary.BigEndian.Uint32(data[at:]), 1<<30))
 		}
 		f, err := fr.Next()
-		next := len(data) - src.Len() - fr.Buffered()
+		next := len(data) - src.Len() - fr.buffered()
 		if c := cap(fr.buf); c > HeaderSize+fuzzMaxFrame {
 			t.Fatalf("a buffer of %d bytes with a limit of %d", c, fuzzMaxFrame)
 		}
@@ -881,7 +881,7 @@ func BenchmarkAppendNames(b *testing.B) {
 	names := benchNames(100)
 	buf := make([]byte, 0, 2048)
 	b.ReportAllocs()
-	b.SetBytes(int64(HeaderSize + NamesSize(names)))
+	b.SetBytes(int64(HeaderSize + namesSize(names)))
 	for b.Loop() {
 		buf = AppendNames(buf[:0], names)
 	}

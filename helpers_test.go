@@ -466,7 +466,7 @@ func frameNames(payload []byte) []string {
 	names := []string{}
 	for rest := payload; len(rest) > 0; {
 		var name []byte
-		name, rest, _ = NextName(rest)
+		name, rest, _ = nextName(rest)
 		names = append(names, string(name))
 	}
 	return names

@@ -56,7 +56,7 @@ func (c *conn) handle(f Frame) {
 		c.stats.framesIn[inList].Add(1)
 		c.flush() // the Directory may wait on the network
 		names := c.srv.dir.Names()
-		if NamesSize(names) > c.srv.maxFrameSize() {
+		if namesSize(names) > c.srv.maxFrameSize() {
 			c.answer(FailListTooLarge)
 			return
 		}

@@ -178,13 +178,9 @@ func (c *wsClient) names() []string {
 	if f.Type != chat.TypeNames {
 		c.t.Fatalf("got %v, want LIST", f.Type)
 	}
-	var names []string
-	for rest := f.Names; len(rest) > 0; {
-		name, r, ok := chat.NextName(rest)
-		if !ok {
-			c.t.Fatal("bad LIST")
-		}
-		names, rest = append(names, string(name)), r
+	var names []string // DecodeFrame has checked the payload
+	for name := range chat.Names(f.Names) {
+		names = append(names, string(name))
 	}
 	return names
 }

@@ -53,7 +53,7 @@ func (r *rawConn) reply() string {
 		return f.Result.String()
 	case chat.TypeNames:
 		desc := "LIST"
-		for name, rest, ok := chat.NextName(f.Names); ok; name, rest, ok = chat.NextName(rest) {
+		for name := range chat.Names(f.Names) {
 			desc += " " + string(name)
 		}
 		return desc

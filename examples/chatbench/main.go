@@ -44,7 +44,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/seedchat/chat/bench"
+	"github.com/seedchat/chat/internal/bench"
 	"github.com/seedchat/chat/internal/cmdline"
 )
 
