@@ -111,9 +111,9 @@ func TestIdleStack(t *testing.T) {
 	// the message from the connection before it comes before them (after
 	// them for the first connection, which reads it last).
 	var (
-		ok        = hostileDescribe(Frame{Type: TypeResponse, Result: ResultOK})
-		failure   = hostileDescribe(Frame{Type: TypeResponse, Result: ResultFailure})
-		malformed = hostileDescribe(Frame{Type: TypeResponse, Result: ResultMalformed})
+		ok        = describe(Frame{Type: TypeResponse, Result: ResultOK})
+		failure   = describe(Frame{Type: TypeResponse, Result: ResultFailure})
+		malformed = describe(Frame{Type: TypeResponse, Result: ResultMalformed})
 	)
 	got := make([]bool, stackConns) // the message from the connection before
 	for i, r := range raws {
@@ -132,7 +132,7 @@ func TestIdleStack(t *testing.T) {
 			{AppendSendTo(nil, "refusing", "later"), failure}, // refused on another goroutine: logged
 			{AppendLogin(nil, names[i]), failure},             // logged in already
 			{AppendResponse(nil, ResultOK), malformed},        // a server's frame: logged
-			{hostileFrame(0x7f), malformed},                   // no such frame: logged
+			{withBody(0x7f), malformed},                   // no such frame: logged
 			{AppendLogout(nil), ok},                           // logged
 			{AppendLogin(nil, "vetoed"), failure},             // AllowLogin: logged
 			{AppendLogin(nil, "unrecorded"), failure},         // refused by Login: logged
@@ -149,14 +149,14 @@ func TestIdleStack(t *testing.T) {
 		r.send(all)
 		for j := 0; j < len(steps); {
 			f := r.next()
-			switch desc := hostileDescribe(f); {
+			switch desc := describe(f); {
 			case f.Type == TypeMessage:
 				if from := names[(i+stackConns-1)%stackConns]; got[i] || desc != "SENDTO "+from+": hello" {
 					t.Fatalf("%s: got %s, want one message from %s", names[i], desc, from)
 				}
 				got[i] = true
 			case steps[j].want == "LIST":
-				if f.Type != TypeNames || len(hostileNames(f.Names)) != stackConns {
+				if f.Type != TypeNames || len(frameNames(f.Names)) != stackConns {
 					t.Fatalf("%s: reply %d: %.60s, want a LIST of %d names", names[i], j+1, desc, stackConns)
 				}
 				j++
@@ -179,7 +179,7 @@ func TestIdleStack(t *testing.T) {
 	// Every connection has had all its replies. Its reader is on its way
 	// to wait for the next request, or waiting already: wait until every
 	// reader is, and no writer is left.
-	hostileEventually(t, "every connection to wait for a request", func() bool {
+	eventually(t, "every connection to wait for a request", func() bool {
 		return stackIdleReaders() == stackConns && runtime.NumGoroutine() <= goroutines0+stackConns
 	})
 	goroutines, stack := stackInuse()
@@ -196,7 +196,7 @@ func TestIdleStack(t *testing.T) {
 	for _, r := range raws {
 		r.c.Close()
 	}
-	hostileEventually(t, "the connections to close", func() bool { return srv.Stats().Conns == 0 })
+	eventually(t, "the connections to close", func() bool { return srv.Stats().Conns == 0 })
 }
 
 // stackInuse returns the number of goroutines and the bytes of stack in
