@@ -239,21 +239,28 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 // calls flush. It reports false if the reply was settled already, or the
 // connection is closed.
 func (o *outbox) settle(n uint64, r Result, write bool) bool {
+	ok, _ := o.settleEarly(n, r, write)
+	return ok
+}
+
+// settleEarly is settle, and also reports whether the reply was not held
+// yet: the reading goroutine is then in Deliver, or about to hold it.
+func (o *outbox) settleEarly(n uint64, r Result, write bool) (ok, early bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return false
+		return false, false
 	}
 	if n >= o.next { // not held yet: hold finds it
 		if o.early != nil && o.early.n == n {
-			return false // settled already, early too
+			return false, true // settled already, early too
 		}
 		o.early = &earlyEnd{n, r}
-		return true
+		return true, true
 	}
 	i := n - o.heldAt
 	if n < o.heldAt || i >= uint64(len(o.held)) || o.held[i].settled {
-		return false // settled already
+		return false, false // settled already
 	}
 	h := &o.held[i]
 	h.settled, h.result = true, r
@@ -273,7 +280,7 @@ func (o *outbox) settle(n uint64, r Result, write bool) bool {
 		*h = heldReply{}
 	}
 	if k == 0 {
-		return true
+		return true, false
 	}
 	o.held = o.held[k:]
 	o.heldAt += uint64(k)
@@ -288,7 +295,7 @@ func (o *outbox) settle(n uint64, r Result, write bool) bool {
 	case o.closing && !o.writing && o.waiting == 0:
 		o.drainedLocked()
 	}
-	return true
+	return true, false
 }
 
 // flush writes what is queued, unless a writer is already at work: first

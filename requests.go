@@ -212,12 +212,9 @@ func (c *conn) sendTo(to, text []byte) {
 		}
 		// Held, the reply counts as the message it waits for (and the
 		// recipient's name) against the sender's queue.
-		if res, settled := c.out.hold(r.n, messageSize(c.name, text)+len(to)); settled && s.OnMessage != nil {
-			// Settled before its place was held: settle could not call
-			// the hook, unless it found the message kept.
-			if m, kept := c.takeForHook(r.n); kept && res == ResultOK {
-				s.OnMessage(m.from, m.to, m.text)
-			}
+		res, settled := c.out.hold(r.n, messageSize(c.name, text)+len(to))
+		if settled {
+			c.settledEarly(r.n, to, res)
 		}
 		return
 	}
@@ -226,6 +223,26 @@ func (c *conn) sendTo(to, text []byte) {
 		s.OnMessage(c.name, string(to), string(text))
 	}
 	c.answer(succeeded)
+}
+
+// settledEarly finishes a message settled before its reply was held:
+// settle could not call the hook, unless it found the message kept, and
+// left its log line, if any, to the reading goroutine.
+//
+//go:noinline
+func (c *conn) settledEarly(n uint64, to []byte, res Result) {
+	if s := c.srv; s.OnMessage != nil {
+		if m, kept := c.takeForHook(n); kept && res == ResultOK {
+			s.OnMessage(m.from, m.to, m.text)
+		}
+	}
+	c.hookMu.Lock()
+	err := c.earlyErr
+	c.earlyErr = nil
+	c.hookMu.Unlock()
+	if err != nil {
+		c.logAt(zap.WarnLevel, "message not delivered", zap.ByteString("to", to), zap.Error(err))
+	}
 }
 
 // pendingMessage is a message waiting for its outcome, kept for OnMessage.
@@ -265,12 +282,22 @@ func (c *conn) settle(n uint64, err error, write bool) {
 		m, kept = c.takeForHook(n)
 	}
 	if err != nil {
-		if c.out.settle(n, ResultFailure, write) {
-			why := undelivered(err)
-			c.stats.failures[why].Add(1)
-			if why != FailQueueFull {
-				s.log.Warn("message not delivered", zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
-			}
+		ok, early := c.out.settleEarly(n, ResultFailure, write)
+		if !ok {
+			return
+		}
+		why := undelivered(err)
+		c.stats.failures[why].Add(1)
+		switch {
+		case why == FailQueueFull:
+		case early:
+			// Maybe on the reading goroutine, in Deliver: sendTo logs
+			// it, deferred, rather than grow that stack (TestIdleStack).
+			c.hookMu.Lock()
+			c.earlyErr = err
+			c.hookMu.Unlock()
+		default:
+			s.log.Warn("message not delivered", zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
 		}
 		return
 	}

@@ -72,7 +72,7 @@ func TestIdleStack(t *testing.T) {
 		return nil
 	}}
 	faraway := &dirRemote{d: d}
-	refusing := &dirRemote{d: d, outcome: map[string]error{"later": errStackRefused}}
+	refusing := &dirRemote{d: d, outcome: map[string]error{"later": errStackRefused, "now": errStackRefused}}
 	d.remote = map[string]Peer{"faraway": faraway, "refusing": refusing, "down": stackDownPeer{}}
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.DebugLevel)
 	srv := &Server{
@@ -130,18 +130,15 @@ func TestIdleStack(t *testing.T) {
 			{AppendSendTo(nil, "faraway", "later"), ok},       // settled on another goroutine
 			{AppendSendTo(nil, "faraway", "now"), ok},         // settled within Deliver
 			{AppendSendTo(nil, "refusing", "later"), failure}, // refused on another goroutine: logged
+			{AppendSendTo(nil, "refusing", "now"), failure},   // refused within Deliver: logged
 			{AppendLogin(nil, names[i]), failure},             // logged in already
 			{AppendResponse(nil, ResultOK), malformed},        // a server's frame: logged
-			{withBody(0x7f), malformed},                   // no such frame: logged
+			{withBody(0x7f), malformed},                       // no such frame: logged
 			{AppendLogout(nil), ok},                           // logged
 			{AppendLogin(nil, "vetoed"), failure},             // AllowLogin: logged
 			{AppendLogin(nil, "unrecorded"), failure},         // refused by Login: logged
 			{AppendLogin(nil, names[i]), ok},                  // logged
 		}
-		// Not among them: a message refused within Deliver by a Peer that
-		// settles it at once with an error. settle logs it straight from
-		// the reading goroutine, deep in sendTo, and that takes every
-		// connection that sends one to 8 KiB.
 		var all []byte
 		for _, s := range steps {
 			all = append(all, s.frame...)
