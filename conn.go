@@ -167,17 +167,17 @@ func (c *conn) readLoop() error {
 		if len(c.logs) > 0 {
 			return errLogsPending
 		}
-		if !c.fr.hasFrame() {
-			// Every request read has been handled: write their replies and
-			// messages, and send on what went to other servers, before
-			// waiting for more.
-			c.flush()
-		}
 		if !c.out.waitRoom(c.flush) {
 			return net.ErrClosed
 		}
 		if c.srv.inShutdown.Load() && c.fr.buffered() == 0 {
 			return ErrServerClosed
+		}
+		if !c.fr.hasFrame() {
+			// Every request read has been handled: write their replies and
+			// messages, and send on what went to other servers, before
+			// waiting for more.
+			c.flush()
 		}
 		f, err := c.fr.Next()
 		if err != nil && !errors.Is(err, ErrMalformedFrame) {
