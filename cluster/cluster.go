@@ -403,7 +403,7 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 			d.kick()
 		}),
 	}
-	nc, err := nats.Connect(url, append(opts, cfg.Options...)...)
+	nc, err := connect(ctx, url, append(opts, cfg.Options...), d.log)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connecting to NATS: %w", err)
 	}
@@ -440,6 +440,25 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 	go d.renewLoop()
 	d.log.Info("joined the cluster", zap.String("nats", nc.ConnectedUrlRedacted()))
 	return d, nil
+}
+
+// connect connects to NATS at url, trying again until ctx ends while no
+// server there answers: NATS may be starting alongside the node.
+func connect(ctx context.Context, url string, opts []nats.Option, log *zap.Logger) (*nats.Conn, error) {
+	for waited := false; ; waited = true {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) {
+			return nc, err
+		}
+		if !waited {
+			log.Warn("waiting for a NATS server", zap.String("nats", url), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // join opens the bucket, takes the node's lease and reads the bucket.

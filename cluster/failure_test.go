@@ -1,14 +1,18 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/seedchat/chat"
 )
@@ -339,8 +343,32 @@ func TestOpenErrors(t *testing.T) {
 			t.Errorf("Open with %+v: %v", cfg, err)
 		}
 	}
-	if _, err := Open(c, "nats://127.0.0.1:1", Config{Node: "x"}); err == nil {
-		t.Error("Open with no NATS server succeeded")
+	short, cancel := context.WithTimeout(c, time.Second)
+	defer cancel()
+	if _, err := Open(short, "nats://127.0.0.1:1", Config{Node: "x"}); !errors.Is(err, nats.ErrNoServers) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Open with no NATS server until its deadline: %v, want no servers and the deadline", err)
+	}
+}
+
+// TestOpenWaitsForNATS: a node started before its NATS server waits for
+// it, within Open's context, rather than giving up at once.
+func TestOpenWaitsForNATS(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	port := freePorts(t, 1)[0]
+	opened := make(chan error, 1)
+	go func() {
+		d, err := Open(ctx(t), "nats://127.0.0.1:"+strconv.Itoa(port), Config{Node: "early", Logger: zap.New(core)})
+		if err == nil {
+			d.Close()
+		}
+		opened <- err
+	}()
+	eventually(t, "Open to wait for NATS", func() bool { return logs.FilterMessage("waiting for a NATS server").Len() > 0 })
+	ns := &natsServer{t: t, store: t.TempDir(), port: port}
+	ns.start()
+	t.Cleanup(ns.stop)
+	if err := <-opened; err != nil {
+		t.Fatalf("Open once NATS is up: %v", err)
 	}
 }
 
