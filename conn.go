@@ -37,9 +37,8 @@ type conn struct {
 	frameBy  time.Time     // when the frame being read must be complete; zero if not armed
 	deadline time.Time     // the read deadline set on nc
 
-	hookMu   sync.Mutex
-	hooked   map[uint64]pendingMessage // pending messages, kept for OnMessage
-	earlyErr error                     // why a message settled before it was held failed
+	hookMu sync.Mutex
+	hooked map[uint64]pendingMessage // pending messages, kept for OnMessage
 
 	slow    atomic.Bool           // the writer gave up on the client
 	evicted atomic.Pointer[error] // why the Directory evicted the user, if it did

@@ -97,6 +97,7 @@ type heldReply struct {
 type earlyEnd struct {
 	n      uint64
 	result Result
+	err    error // why it failed, for the reading goroutine to log
 }
 
 // Buffers larger than this are not kept for reuse once written, so that an
@@ -207,10 +208,17 @@ func (o *outbox) pushHeld(h heldReply) {
 // against the limit until then. If settle has been called for n already,
 // hold queues its result as an ordinary reply, and reports it.
 func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
+	r, settled, _ = o.holdEarly(n, size)
+	return r, settled
+}
+
+// holdEarly is hold, and also returns the error settleWith was given for
+// an outcome that came early.
+func (o *outbox) holdEarly(n uint64, size int) (r Result, settled bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return ResultFailure, true
+		return ResultFailure, true, nil
 	}
 	o.next++
 	o.stats.framesOut[outResponse].Add(1)
@@ -222,7 +230,7 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 		} else {
 			o.buf = AppendResponse(o.buf, e.result)
 		}
-		return e.result, true
+		return e.result, true, e.err
 	}
 	if len(o.held) == 0 {
 		o.heldAt = n
@@ -230,7 +238,7 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 	o.pushHeld(heldReply{result: ResultFailure, size: size})
 	o.heldLen += size
 	o.waiting++
-	return 0, false
+	return 0, false, nil
 }
 
 // settle gives the held reply with ordinal n its result, and queues the
@@ -239,13 +247,14 @@ func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
 // calls flush. It reports false if the reply was settled already, or the
 // connection is closed.
 func (o *outbox) settle(n uint64, r Result, write bool) bool {
-	ok, _ := o.settleEarly(n, r, write)
+	ok, _ := o.settleWith(n, r, nil, write)
 	return ok
 }
 
-// settleEarly is settle, and also reports whether the reply was not held
-// yet: the reading goroutine is then in Deliver, or about to hold it.
-func (o *outbox) settleEarly(n uint64, r Result, write bool) (ok, early bool) {
+// settleWith is settle, and also reports whether the reply was not held
+// yet: the reading goroutine is then in Deliver, or about to hold it, and
+// holdEarly gives it err.
+func (o *outbox) settleWith(n uint64, r Result, err error, write bool) (ok, early bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -255,7 +264,7 @@ func (o *outbox) settleEarly(n uint64, r Result, write bool) (ok, early bool) {
 		if o.early != nil && o.early.n == n {
 			return false, true // settled already, early too
 		}
-		o.early = &earlyEnd{n, r}
+		o.early = &earlyEnd{n, r, err}
 		return true, true
 	}
 	i := n - o.heldAt

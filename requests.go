@@ -212,9 +212,9 @@ func (c *conn) sendTo(to, text []byte) {
 		}
 		// Held, the reply counts as the message it waits for (and the
 		// recipient's name) against the sender's queue.
-		res, settled := c.out.hold(r.n, messageSize(c.name, text)+len(to))
+		res, settled, why := c.out.holdEarly(r.n, messageSize(c.name, text)+len(to))
 		if settled {
-			c.settledEarly(r.n, to, res)
+			c.settledEarly(r.n, to, res, why)
 		}
 		return
 	}
@@ -230,17 +230,13 @@ func (c *conn) sendTo(to, text []byte) {
 // left its log line, if any, to the reading goroutine.
 //
 //go:noinline
-func (c *conn) settledEarly(n uint64, to []byte, res Result) {
+func (c *conn) settledEarly(n uint64, to []byte, res Result, err error) {
 	if s := c.srv; s.OnMessage != nil {
 		if m, kept := c.takeForHook(n); kept && res == ResultOK {
 			s.OnMessage(m.from, m.to, m.text)
 		}
 	}
-	c.hookMu.Lock()
-	err := c.earlyErr
-	c.earlyErr = nil
-	c.hookMu.Unlock()
-	if err != nil {
+	if err != nil && undelivered(err) != FailQueueFull {
 		c.logAt(zap.WarnLevel, "message not delivered", zap.ByteString("to", to), zap.Error(err))
 	}
 }
@@ -282,21 +278,15 @@ func (c *conn) settle(n uint64, err error, write bool) {
 		m, kept = c.takeForHook(n)
 	}
 	if err != nil {
-		ok, early := c.out.settleEarly(n, ResultFailure, write)
+		ok, early := c.out.settleWith(n, ResultFailure, err, write)
 		if !ok {
 			return
 		}
 		why := undelivered(err)
 		c.stats.failures[why].Add(1)
-		switch {
-		case why == FailQueueFull:
-		case early:
-			// Maybe on the reading goroutine, in Deliver: sendTo logs
-			// it, deferred, rather than grow that stack (TestIdleStack).
-			c.hookMu.Lock()
-			c.earlyErr = err
-			c.hookMu.Unlock()
-		default:
+		// Early, maybe on the reading goroutine in Deliver: sendTo logs
+		// it, deferred, rather than grow that stack (TestIdleStack).
+		if why != FailQueueFull && !early {
 			s.log.Warn("message not delivered", zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
 		}
 		return
