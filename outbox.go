@@ -206,15 +206,9 @@ func (o *outbox) pushHeld(h heldReply) {
 // hold queues the reply with ordinal n, the next, unsettled: it and the
 // replies after it wait until settle is called for n. size is counted
 // against the limit until then. If settle has been called for n already,
-// hold queues its result as an ordinary reply, and reports it.
-func (o *outbox) hold(n uint64, size int) (r Result, settled bool) {
-	r, settled, _ = o.holdEarly(n, size)
-	return r, settled
-}
-
-// holdEarly is hold, and also returns the error settleWith was given for
-// an outcome that came early.
-func (o *outbox) holdEarly(n uint64, size int) (r Result, settled bool, err error) {
+// hold queues its result as an ordinary reply, and reports it with the
+// error settle was given.
+func (o *outbox) hold(n uint64, size int) (r Result, settled bool, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -245,16 +239,10 @@ func (o *outbox) holdEarly(n uint64, size int) (r Result, settled bool, err erro
 // replies no longer held back. It is called from any goroutine, and has
 // them written by a writer goroutine, unless write is false: then the caller
 // calls flush. It reports false if the reply was settled already, or the
-// connection is closed.
-func (o *outbox) settle(n uint64, r Result, write bool) bool {
-	ok, _ := o.settleWith(n, r, nil, write)
-	return ok
-}
-
-// settleWith is settle, and also reports whether the reply was not held
-// yet: the reading goroutine is then in Deliver, or about to hold it, and
-// holdEarly gives it err.
-func (o *outbox) settleWith(n uint64, r Result, err error, write bool) (ok, early bool) {
+// connection is closed; and whether the reply was not held yet (early):
+// the reading goroutine is then in Deliver, or about to hold it, and hold
+// hands it err.
+func (o *outbox) settle(n uint64, r Result, err error, write bool) (ok, early bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {

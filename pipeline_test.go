@@ -227,7 +227,7 @@ func TestHeldSteady(t *testing.T) {
 	const window = 100 // held replies pending at once
 	var wantBuf []byte
 	step := func() {
-		if _, settled := o.hold(o.next, 16); settled {
+		if _, settled, _ := o.hold(o.next, 16); settled {
 			t.Fatal("settled before it was held")
 		}
 		o.reply(ResultOK) // waits behind the held reply
@@ -236,7 +236,7 @@ func TestHeldSteady(t *testing.T) {
 			return
 		}
 		r := Result(oldest / 2 % 2) // Success and Failure in turn
-		o.settle(uint64(oldest), r, false)
+		o.settle(uint64(oldest), r, nil, false)
 		// The oldest, then the local reply that waited behind it.
 		wantBuf = AppendResponse(AppendResponse(wantBuf[:0], r), ResultOK)
 		if !slices.Equal(o.buf, wantBuf) {
@@ -257,7 +257,7 @@ func TestHeldSteady(t *testing.T) {
 	// Bursts, as when one answer settles every reply pending: the held
 	// replies all go out, and the array is kept for the next burst.
 	for n := range o.next {
-		o.settle(n, ResultOK, false) // what the window left pending
+		o.settle(n, ResultOK, nil, false) // what the window left pending
 	}
 	if o.waiting != 0 {
 		t.Fatalf("%d replies still pending", o.waiting)
@@ -269,7 +269,7 @@ func TestHeldSteady(t *testing.T) {
 			o.hold(o.next, 16)
 		}
 		for n := first; n < o.next; n++ {
-			o.settle(n, ResultOK, false)
+			o.settle(n, ResultOK, nil, false)
 		}
 		if len(o.buf) != 300*len(AppendResponse(nil, ResultOK)) {
 			t.Fatalf("a burst of 300 held replies released %d bytes", len(o.buf))
@@ -290,13 +290,13 @@ func TestSettledEarlyTwice(t *testing.T) {
 	defer c2.Close()
 	o := newOutbox(c1, 1<<20, 1<<10, time.Second, &counters{}, func(error) {})
 	n := o.next
-	if !o.settle(n, ResultFailure, false) {
-		t.Fatal("the first early settle did not count")
+	if ok, early := o.settle(n, ResultFailure, ErrUnavailable, false); !ok || !early {
+		t.Fatalf("the first early settle: counted %v, early %v; want both", ok, early)
 	}
-	if o.settle(n, ResultOK, false) {
+	if ok, _ := o.settle(n, ResultOK, nil, false); ok {
 		t.Error("the second early settle counted too")
 	}
-	if r, settled := o.hold(n, 16); !settled || r != ResultFailure {
-		t.Errorf("hold after the early settles: %v, %v; want Failure, settled", r, settled)
+	if r, settled, err := o.hold(n, 16); !settled || r != ResultFailure || err != ErrUnavailable {
+		t.Errorf("hold after the early settles: %v, %v, %v; want Failure, settled, the first settle's error", r, settled, err)
 	}
 }

@@ -212,7 +212,7 @@ func (c *conn) sendTo(to, text []byte) {
 		}
 		// Held, the reply counts as the message it waits for (and the
 		// recipient's name) against the sender's queue.
-		res, settled, why := c.out.holdEarly(r.n, messageSize(c.name, text)+len(to))
+		res, settled, why := c.out.hold(r.n, messageSize(c.name, text)+len(to))
 		if settled {
 			c.settledEarly(r.n, to, res, why)
 		}
@@ -236,8 +236,8 @@ func (c *conn) settledEarly(n uint64, to []byte, res Result, err error) {
 			s.OnMessage(m.from, m.to, m.text)
 		}
 	}
-	if err != nil && undelivered(err) != FailQueueFull {
-		c.logAt(zap.WarnLevel, "message not delivered", zap.ByteString("to", to), zap.Error(err))
+	if err != nil {
+		c.notDelivered(to, err)
 	}
 }
 
@@ -278,7 +278,7 @@ func (c *conn) settle(n uint64, err error, write bool) {
 		m, kept = c.takeForHook(n)
 	}
 	if err != nil {
-		ok, early := c.out.settleWith(n, ResultFailure, err, write)
+		ok, early := c.out.settle(n, ResultFailure, err, write)
 		if !ok {
 			return
 		}
@@ -291,7 +291,7 @@ func (c *conn) settle(n uint64, err error, write bool) {
 		}
 		return
 	}
-	if c.out.settle(n, ResultOK, write) {
+	if ok, _ := c.out.settle(n, ResultOK, nil, write); ok {
 		c.stats.relayed.Add(1)
 		if kept {
 			s.OnMessage(m.from, m.to, m.text)

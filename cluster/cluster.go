@@ -394,9 +394,8 @@ func Open(ctx context.Context, url string, cfg Config) (*Directory, error) {
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			d.epoch.Add(1)
-			d.online.Store(false)
 			d.log.Warn("disconnected from NATS", zap.Error(err))
-			d.kick()
+			d.readAnew()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			d.log.Info("reconnected to NATS", zap.String("url", nc.ConnectedUrlRedacted()))
@@ -857,8 +856,7 @@ func (d *Directory) catchUp() {
 	}
 	d.log.Warn("the watch of the bucket lags; reading the bucket anew",
 		zap.Uint64("applied", applied), zap.Uint64("last", last), zap.Duration("after", d.cfg.Timeout))
-	d.online.Store(false)
-	d.kick()
+	d.readAnew()
 	again := time.NewTimer(d.cfg.Timeout)
 	defer again.Stop()
 	select {

@@ -198,9 +198,15 @@ func (d *Directory) follow(ws *watch) {
 	}
 	if !ws.stopped.Load() {
 		d.log.Warn("watch of the bucket ended")
-		d.online.Store(false)
-		d.kick()
+		d.readAnew()
 	}
+}
+
+// readAnew takes the node offline, and has maintain read the bucket anew
+// (sync) at once.
+func (d *Directory) readAnew() {
+	d.online.Store(false)
+	d.kick()
 }
 
 func (d *Directory) stopWatch() {
