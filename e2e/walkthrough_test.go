@@ -148,6 +148,14 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	natsBin := filepath.Join(dir, "nats-server")
+	// The version go.mod requires, as the README's go install does.
+	if out, err := exec.Command(goTool(), "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("building nats-server: %v\n%s", err, out)
+	}
+
+	// Ports picked after the build, right before the servers start: the
+	// build takes seconds, in which another test's server could take them.
 	var oldNew []string
 	for i := range 3 {
 		oldNew = append(oldNew,
@@ -158,12 +166,6 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 	rc, err := parseReadmeCluster(string(readme), strings.NewReplacer(oldNew...))
 	if err != nil {
 		t.Fatal("README.md:", err)
-	}
-
-	natsBin := filepath.Join(dir, "nats-server")
-	// The version go.mod requires, as the README's go install does.
-	if out, err := exec.Command(goTool(), "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		t.Fatalf("building nats-server: %v\n%s", err, out)
 	}
 
 	var nats []*proc
