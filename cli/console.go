@@ -25,7 +25,7 @@ const MaxLineSize = 1 << 20
 // ErrLineTooLong is returned by a LineReader from NewLineReader, with the
 // first MaxLineSize bytes of the line, for a line that is longer; the rest
 // of the line is skipped.
-var ErrLineTooLong = errors.New("chat: input line too long")
+var ErrLineTooLong = errors.New("cli: input line too long")
 
 // NewLineReader returns a LineReader of the lines of r, for input from a
 // pipe or a file. A trailing "\r" (CRLF line ends) is not part of a line;
