@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/seedchat/chat"
+	"github.com/seedchat/chat/internal/natstest"
 )
 
 // TestNodeKilled kills a node without cleaning up: its users leave the
@@ -354,7 +355,7 @@ func TestOpenErrors(t *testing.T) {
 // it, within Open's context, rather than giving up at once.
 func TestOpenWaitsForNATS(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	port := freePorts(t, 1)[0]
+	port := natstest.FreePorts(t, 1)[0]
 	opened := make(chan error, 1)
 	go func() {
 		d, err := Open(ctx(t), "nats://127.0.0.1:"+strconv.Itoa(port), Config{Node: "early", Logger: zap.New(core)})

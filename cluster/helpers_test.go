@@ -93,7 +93,7 @@ func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.
 // routed to each other, and waits for its JetStream leader.
 func startNATSCluster(t *testing.T) []*natsServer {
 	t.Helper()
-	ports := freePorts(t, 6)
+	ports := natstest.FreePorts(t, 6)
 	servers := make([]*natsServer, 3)
 	for i := range servers {
 		s := &natsServer{t: t, store: t.TempDir(), port: ports[i], name: fmt.Sprint("nats-", i), cluster: ports[3+i]}
@@ -145,21 +145,6 @@ func clusterURL(servers []*natsServer, first int) string {
 		urls[i] = servers[(first+i)%len(servers)].url()
 	}
 	return strings.Join(urls, ",")
-}
-
-// freePorts returns n loopback ports free now.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
 }
 
 // testLogger logs the nodes' warnings to the test's log with -v.

@@ -379,7 +379,8 @@ func TestBrowserPhone(t *testing.T) {
 // says so, and connects again when the server is back.
 func TestBrowserReconnect(t *testing.T) {
 	t.Parallel()
-	tcpAddr, httpAddr := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
+	ports := natstest.FreePorts(t, 2)
+	tcpAddr, httpAddr := fmt.Sprint("127.0.0.1:", ports[0]), fmt.Sprint("127.0.0.1:", ports[1])
 	srv := startWebServer(t, tcpAddr, httpAddr)
 	browser := newBrowser(t)
 	p := openPage(t, browser, "page", srv.url)

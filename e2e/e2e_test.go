@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/seedchat/chat/internal/natstest"
 )
 
 // The programs under test, built once by TestMain.
@@ -240,7 +242,7 @@ func TestServerGoesAway(t *testing.T) {
 // TestCannotConnect checks a client with nothing to connect to.
 func TestCannotConnect(t *testing.T) {
 	t.Parallel()
-	c := startProc(t, "client", clientBin, true, "127.0.0.1", freePort(t))
+	c := startProc(t, "client", clientBin, true, "127.0.0.1", fmt.Sprint(natstest.FreePorts(t, 1)[0]))
 	c.expectEnd(1)
 	c.expectStderr()
 }

@@ -425,18 +425,6 @@ func startNode(t *testing.T, natsURL, name string) *server {
 	return waitListening(t, p, timeout)
 }
 
-// freePort returns a loopback port that nothing listens on.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	l.Close()
-	return port
-}
-
 // testCA is a certificate authority for the tests, writing PEM files.
 type testCA struct {
 	t    *testing.T

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seedchat/chat/internal/natstest"
 )
 
 // readmeCluster is the cluster walkthrough of the README: the nats-server
@@ -154,35 +157,22 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 		t.Fatalf("building nats-server: %v\n%s", err, out)
 	}
 
-	// Ports picked after the build, right before the servers start: the
-	// build takes seconds, in which another test's server could take them.
-	var oldNew []string
-	for i := range 3 {
-		oldNew = append(oldNew,
-			fmt.Sprint(4222+i), freePort(t), // client ports
-			fmt.Sprint(6222+i), freePort(t), // cluster ports
-			fmt.Sprintf("/tmp/chat-nats-%d", i+1), filepath.Join(dir, fmt.Sprintf("nats-%d", i+1)))
-	}
-	rc, err := parseReadmeCluster(string(readme), strings.NewReplacer(oldNew...))
-	if err != nil {
-		t.Fatal("README.md:", err)
-	}
-
+	// Another process may take a port between FreePorts and the servers'
+	// listening on it; then the cluster starts again on other ports.
 	var nats []*proc
-	for i, args := range rc.nats {
-		nats = append(nats, startProc(t, fmt.Sprintf("nats-server %d", i+1), natsBin, false, args...))
-	}
-	// The chat servers need JetStream, which needs a leader of the cluster.
-	for _, n := range nats {
-		deadline := time.After(6 * timeout) // an election, on a loaded machine
-		for i := 0; ; i++ {
-			line, ok := n.stderr.waitLine(i, deadline)
-			if !ok {
-				t.Fatalf("%s: no JetStream leader; stderr:\n%s", n.name, clip(n.stderr.String()))
-			}
-			if strings.Contains(line, "metadata leader") {
-				break
-			}
+	var rc readmeCluster
+	for try := 1; ; try++ {
+		nats, rc, err = startReadmeNATS(t, string(readme), natsBin, filepath.Join(dir, fmt.Sprint(try)))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v; starting again on other ports", err)
+		for _, n := range nats {
+			n.cmd.Process.Kill()
+			n.wait()
 		}
 	}
 
@@ -197,4 +187,51 @@ func startReadmeCluster(t *testing.T) ([]*proc, []*server) {
 	}
 
 	return nats, nodes
+}
+
+// errPortTaken says that a nats-server could not listen on its port.
+var errPortTaken = errors.New("a port was taken")
+
+// startReadmeNATS starts the README's three nats-server command lines on
+// free ports, with their stores in dir, and waits until they have a
+// JetStream leader. It returns the README's command lines on those ports.
+func startReadmeNATS(t *testing.T, readme, natsBin, dir string) ([]*proc, readmeCluster, error) {
+	t.Helper()
+	// Ports picked right before the servers start, not before the build:
+	// that takes seconds, in which another test's server could take them.
+	ports := natstest.FreePorts(t, 6)
+	var oldNew []string
+	for i := range 3 {
+		oldNew = append(oldNew,
+			fmt.Sprint(4222+i), fmt.Sprint(ports[2*i]), // client ports
+			fmt.Sprint(6222+i), fmt.Sprint(ports[2*i+1]), // cluster ports
+			fmt.Sprintf("/tmp/chat-nats-%d", i+1), filepath.Join(dir, fmt.Sprintf("nats-%d", i+1)))
+	}
+	rc, err := parseReadmeCluster(readme, strings.NewReplacer(oldNew...))
+	if err != nil {
+		t.Fatal("README.md:", err)
+	}
+
+	var nats []*proc
+	for i, args := range rc.nats {
+		nats = append(nats, startProc(t, fmt.Sprintf("nats-server %d", i+1), natsBin, false, args...))
+	}
+	// The chat servers need JetStream, which needs a leader of the cluster.
+	for _, n := range nats {
+		deadline := time.After(6 * timeout) // an election, on a loaded machine
+		for i := 0; ; i++ {
+			line, ok := n.stderr.waitLine(i, deadline)
+			if !ok {
+				err := fmt.Errorf("%s: no JetStream leader; stderr:\n%s", n.name, clip(n.stderr.String()))
+				if strings.Contains(n.stderr.String(), "address already in use") {
+					err = fmt.Errorf("%w: %w", errPortTaken, err)
+				}
+				return nats, rc, err
+			}
+			if strings.Contains(line, "metadata leader") {
+				break
+			}
+		}
+	}
+	return nats, rc, nil
 }

@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -63,4 +64,22 @@ func Start(t testing.TB) *natsserver.Server {
 func Stop(ns *natsserver.Server) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
+}
+
+// FreePorts returns n distinct loopback ports that nothing listens on. It
+// holds each one until it has picked them all, so that the kernel cannot
+// hand out one port twice; another process may still take one before the
+// caller listens on it.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports
 }
